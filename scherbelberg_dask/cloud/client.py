@@ -1,0 +1,285 @@
+"""Async façade over the synchronous ``hcloud`` client (DESIGN §1, §5).
+
+Every API call runs in a small thread pool, never on the event loop.  The façade adds
+what the cluster needs on top of hcloud: pacing by the ``RateLimit-*`` headers, batched
+action waits, retries of idempotent calls, recovery of creates whose answer was lost,
+and error messages that say what failed without ever containing the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import hcloud
+import requests
+from hcloud import APIException
+
+from scherbelberg_dask import config
+from scherbelberg_dask._version import __version__
+from scherbelberg_dask.cloud.actions import ActionWaiter
+from scherbelberg_dask.cloud.catalog import Catalog
+from scherbelberg_dask.cloud.errors import CloudAuthError, CloudError, CloudUnreachableError
+from scherbelberg_dask.cloud.ratelimit import RateLimitPacer
+
+logger = logging.getLogger(__name__)
+
+#: Error codes after which the same request may simply be sent again.
+_TRANSIENT = {"server_error", "unavailable", "timeout", "conflict", "rate_limit_exceeded", "locked"}
+#: Error codes after which a create may or may not have happened.
+_AMBIGUOUS = {"server_error", "unavailable", "timeout"}
+_ATTEMPTS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    """What the cluster needs to know of a server, from its API object."""
+
+    id: int
+    name: str
+    status: str
+    public_ip: str | None
+    private_ips: tuple[str, ...]
+    labels: dict[str, str]
+    server_type: str
+    location: str
+    image: str | None
+    created: datetime
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> ServerInfo:
+        ipv4 = (data.get("public_net") or {}).get("ipv4")
+        location = data.get("location") or (data.get("datacenter") or {}).get("location") or {}
+        image = data.get("image") or {}
+        return cls(
+            id=int(data["id"]),
+            name=data["name"],
+            status=data["status"],
+            public_ip=ipv4["ip"] if ipv4 else None,
+            private_ips=tuple(net["ip"] for net in data.get("private_net") or []),
+            labels=dict(data.get("labels") or {}),
+            server_type=data["server_type"]["name"],
+            location=location.get("name", ""),
+            image=image.get("name") or image.get("description"),
+            created=datetime.fromisoformat(data["created"].replace("Z", "+00:00")),
+        )
+
+
+class CloudClient:
+    """The Hetzner Cloud API, asynchronously.
+
+    Parameters
+    ----------
+    token
+        API token; defaults to ``HCLOUD_TOKEN``.  Never logged or stored.
+    endpoint
+        API endpoint; defaults to ``HCLOUD_ENDPOINT`` or ``scherbelberg.api.endpoint``.
+    """
+
+    def __init__(self, token: str | None = None, endpoint: str | None = None) -> None:
+        token = config.api_token(token)
+        if not token:
+            raise CloudAuthError(
+                "no Hetzner Cloud API token: set HCLOUD_TOKEN (or pass token=...)",
+                code="unauthorized",
+            )
+        self.endpoint = config.api_endpoint(endpoint).rstrip("/")
+        self._hcloud = hcloud.Client(
+            token=token,
+            api_endpoint=self.endpoint,
+            application_name="scherbelberg-dask",
+            application_version=__version__,
+            timeout=(10, 60),
+        )
+        self.pacer = RateLimitPacer()
+        self._hcloud._client._session.hooks["response"].append(self.pacer.observe)
+        self._executor = ThreadPoolExecutor(
+            max_workers=int(config.get("api.max-concurrency")), thread_name_prefix="hcloud"
+        )
+        self._waiter = ActionWaiter(
+            self._fetch_actions,
+            interval=float(config.get("api.poll-interval")),
+            interval_max=float(config.get("api.poll-interval-max")),
+        )
+        self._catalog: Catalog | None = None
+        self.requests = 0  # API requests sent by this client, for diagnostics
+
+    def __repr__(self) -> str:
+        return f"<CloudClient endpoint={self.endpoint!r}>"
+
+    async def close(self) -> None:
+        """Stop the action poller and the thread pool."""
+        await self._waiter.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- transport ---------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        retry: bool | None = None,
+    ) -> dict[str, Any]:
+        """Send one API request in a thread; retry transient failures if ``retry``.
+
+        ``retry`` defaults to True for GET, PUT and DELETE (idempotent) and False for POST.
+        """
+        if retry is None:
+            retry = method != "POST"
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._hcloud.request, method, path, params=params, json=json)
+        for attempt in range(_ATTEMPTS):
+            await self.pacer.wait()
+            self.requests += 1
+            try:
+                return await loop.run_in_executor(self._executor, call)
+            except APIException as exc:
+                code = str(exc.code)
+                if code in ("unauthorized", "token_readonly", "401"):
+                    raise CloudAuthError(
+                        f"the Hetzner Cloud API at {self.endpoint} refused the token "
+                        f"({code}); check HCLOUD_TOKEN",
+                        code=code,
+                    ) from None
+                if retry and code in _TRANSIENT and attempt < _ATTEMPTS - 1:
+                    await _backoff(attempt, f"{method} {path}: {code}")
+                    continue
+                raise CloudError(
+                    f"{method} {path} failed: {code}: {exc.message}", code=code
+                ) from None
+            except requests.RequestException as exc:
+                if retry and attempt < _ATTEMPTS - 1:
+                    await _backoff(attempt, f"{method} {path}: {type(exc).__name__}")
+                    continue
+                raise CloudUnreachableError(
+                    f"cannot reach the Hetzner Cloud API at {self.endpoint} "
+                    f"({type(exc).__name__}); check HCLOUD_ENDPOINT and the network",
+                    code="unreachable",
+                ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_all(
+        self, path: str, key: str, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """All objects of a paginated list endpoint."""
+        items: list[dict[str, Any]] = []
+        page: int | None = 1
+        while page is not None:
+            body = await self.request(
+                "GET", path, params={**(params or {}), "page": page, "per_page": 50}
+            )
+            items.extend(body[key])
+            page = ((body.get("meta") or {}).get("pagination") or {}).get("next_page")
+        return items
+
+    async def _fetch_actions(self, ids: list[int]) -> list[dict[str, Any]]:
+        body = await self.request("GET", "/actions", params={"id": ids, "per_page": 50})
+        return list(body["actions"])
+
+    async def wait_actions(self, action_ids: list[int], *, timeout: float, what: str) -> None:
+        """Wait (batched with every other waiter of this client) until the actions succeed."""
+        await self._waiter.wait(action_ids, timeout=timeout, what=what)
+
+    # -- catalog -----------------------------------------------------------------------
+
+    async def catalog(self) -> Catalog:
+        """Server types, locations and images (fetched once per client)."""
+        if self._catalog is None:
+            types, locations, images = await asyncio.gather(
+                self.get_all("/server_types", "server_types"),
+                self.get_all("/locations", "locations"),
+                self.get_all("/images", "images", {"type": ["system", "snapshot"]}),
+            )
+            self._catalog = Catalog.from_api(types, locations, images)
+        return self._catalog
+
+    # -- generic resources -------------------------------------------------------------
+
+    async def find(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        """All ``kind`` resources (``servers``, ``networks``, ...) matching the selector."""
+        return await self.get_all(f"/{kind}", kind, {"label_selector": label_selector})
+
+    async def create(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a new ``kind`` resource; adopt it if a lost answer made us ask twice.
+
+        Returns the whole response body.
+        """
+        try:
+            return await self.request("POST", f"/{kind}", json=body)
+        except CloudError as exc:
+            if exc.code not in _AMBIGUOUS | {"uniqueness_error"}:
+                raise
+            existing = await self.get_all(f"/{kind}", kind, {"name": body["name"]})
+            labels = body.get("labels") or {}
+            mine = [r for r in existing if labels.items() <= (r.get("labels") or {}).items()]
+            if mine:
+                logger.debug("adopting %s %s after %s", kind, body["name"], exc.code)
+                return {kind.rstrip("s"): mine[0], "adopted": True}
+            if exc.code == "uniqueness_error":
+                raise CloudError(
+                    f"a resource named {body['name']!r} already exists in this project and "
+                    "belongs to no cluster of this name; rename or delete it",
+                    code=exc.code,
+                ) from None
+            return await self.request("POST", f"/{kind}", json=body)
+
+    async def delete(self, kind: str, resource_id: int) -> dict[str, Any] | None:
+        """Delete a resource; a resource that is already gone counts as deleted.
+
+        Returns the body (for servers: ``{"action": ...}``) or None if it was gone.
+        """
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self.request("DELETE", f"/{kind}/{resource_id}")
+            except CloudError as exc:
+                if exc.code == "not_found":
+                    return None
+                if exc.code == "resource_in_use" and attempt < _ATTEMPTS - 1:
+                    # A firewall or network still applied to a server being deleted.
+                    await _backoff(attempt, f"DELETE /{kind}/{resource_id}: resource_in_use")
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- servers -----------------------------------------------------------------------
+
+    async def create_server(self, body: dict[str, Any]) -> tuple[ServerInfo, list[int]]:
+        """Create a server with one POST; return it and the actions to wait for."""
+        answer = await self.create("servers", body)
+        server = ServerInfo.from_api(answer["server"])
+        if answer.get("adopted"):
+            pending = await self.request(
+                "GET", f"/servers/{server.id}/actions", params={"status": "running"}
+            )
+            return server, [a["id"] for a in pending["actions"]]
+        actions = [answer["action"], *answer.get("next_actions", [])]
+        return server, [a["id"] for a in actions if a]
+
+    async def servers(self, label_selector: str) -> list[ServerInfo]:
+        """Servers matching ``label_selector``."""
+        return [ServerInfo.from_api(s) for s in await self.find("servers", label_selector)]
+
+    async def server(self, server_id: int) -> ServerInfo | None:
+        """One server, or None if it does not exist (any more)."""
+        try:
+            body = await self.request("GET", f"/servers/{server_id}")
+        except CloudError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+        return ServerInfo.from_api(body["server"])
+
+
+async def _backoff(attempt: int, what: str) -> None:
+    delay = min(0.25 * 2**attempt, 8.0) * (0.5 + random.random())
+    logger.debug("retrying in %.1f s: %s", delay, what)
+    await asyncio.sleep(delay)

@@ -1,0 +1,40 @@
+"""Configuration defaults, merged into :mod:`dask.config` under ``scherbelberg``.
+
+Values are read with :func:`get`; environment variables follow Dask's convention
+(``DASK_SCHERBELBERG__WORKER_TYPE=cpx32``).  The API token and endpoint also honour
+Hetzner's own ``HCLOUD_TOKEN`` and ``HCLOUD_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import yaml
+
+_DEFAULTS_FILE = Path(__file__).with_name("scherbelberg.yaml")
+
+with _DEFAULTS_FILE.open() as _f:
+    _defaults = yaml.safe_load(_f)
+
+dask.config.update_defaults(_defaults)
+
+
+def get(key: str, default: Any = None) -> Any:
+    """Return ``scherbelberg.<key>`` from the Dask configuration."""
+    return dask.config.get(f"scherbelberg.{key}", default=default)
+
+
+def api_endpoint(override: str | None = None) -> str:
+    """The API endpoint: argument, ``HCLOUD_ENDPOINT``, then ``scherbelberg.api.endpoint``."""
+    return override or os.environ.get("HCLOUD_ENDPOINT") or str(get("api.endpoint"))
+
+
+def api_token(override: str | None = None) -> str | None:
+    """The API token: argument, ``HCLOUD_TOKEN``, then ``scherbelberg.api.token``.
+
+    The token is never written to disk or logs by this package.
+    """
+    return override or os.environ.get("HCLOUD_TOKEN") or get("api.token")
