@@ -1,0 +1,81 @@
+"""What a node must run so that it matches the client (DESIGN §7).
+
+A worker that runs other versions than the client is a classic Dask failure: nodes get the
+client's Python major.minor and the exact local versions of dask, distributed and the
+packages that decide how data is serialized, plus the user's extra packages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import sys
+
+#: Packages whose versions must match between client and nodes, when installed locally.
+PINNED = (
+    "dask",
+    "distributed",
+    "cloudpickle",
+    "msgpack",
+    "toolz",
+    "tornado",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "lz4",
+)
+
+#: Python snippet run on a node: prints the Python version and the pinned packages found.
+PROBE = (
+    "import json, sys, importlib.metadata as m\n"
+    "v = {}\n"
+    f"for n in {list(PINNED)!r}:\n"
+    "    try: v[n] = m.version(n)\n"
+    "    except m.PackageNotFoundError: pass\n"
+    "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'packages': v}))\n"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEnvironment:
+    """The Python environment nodes must have."""
+
+    python: str
+    pinned: dict[str, str]
+    extra: tuple[str, ...] = ()
+
+    @classmethod
+    def local(cls, extra: list[str] | tuple[str, ...] = ()) -> NodeEnvironment:
+        """The environment of this process, plus ``extra`` pip requirement specifiers."""
+        pinned = {}
+        for name in PINNED:
+            try:
+                pinned[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return cls(f"{sys.version_info[0]}.{sys.version_info[1]}", pinned, tuple(extra))
+
+    @property
+    def requirements(self) -> list[str]:
+        """pip requirement specifiers for the node."""
+        return [f"{name}=={version}" for name, version in self.pinned.items()] + list(self.extra)
+
+    @property
+    def key(self) -> str:
+        """Short hash identifying this environment (for snapshot images)."""
+        text = json.dumps([self.python, sorted(self.pinned.items()), sorted(self.extra)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def mismatches(self, probe_output: str) -> list[str]:
+        """Differences between this environment and a node's :data:`PROBE` output."""
+        found = json.loads(probe_output)
+        problems = []
+        if found["python"] != self.python:
+            problems.append(f"python {found['python']} (client: {self.python})")
+        for name, version in self.pinned.items():
+            theirs = found["packages"].get(name)
+            if theirs != version:
+                problems.append(f"{name} {theirs or 'missing'} (client: {version})")
+        return problems

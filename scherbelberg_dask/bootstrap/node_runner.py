@@ -1,0 +1,135 @@
+"""Run a Dask scheduler or worker on a cluster node.
+
+This file is uploaded to every node and run there by the node's service manager
+(systemd on cloud images, ``servicectl`` on the emulator image).  It imports only the
+standard library, dask and distributed, because the node has nothing else of ours.
+
+Usage on the node::
+
+    python3 node_runner.py run NODE_JSON      # the service's command
+    python3 node_runner.py wait NODE_JSON T   # exit 0 once the service is ready, else 1
+
+``NODE_JSON`` holds the role, addresses, ports, certificate paths and Dask options.
+Relative paths are relative to the node user's home directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _security(conf: dict[str, Any]) -> Any:
+    from distributed.security import Security
+
+    tls = conf["tls"]
+    return Security(
+        tls_ca_file=tls["ca"],
+        tls_scheduler_cert=tls["cert"],
+        tls_scheduler_key=tls["key"],
+        tls_worker_cert=tls["cert"],
+        tls_worker_key=tls["key"],
+        tls_client_cert=tls["cert"],
+        tls_client_key=tls["key"],
+        require_encryption=True,
+    )
+
+
+async def _run_scheduler(conf: dict[str, Any], stop: asyncio.Event) -> None:
+    from distributed import Scheduler
+
+    hosts = conf["listen"]  # public and private address: clients and workers
+    ports = conf["ports"]
+    async with Scheduler(
+        host=hosts,
+        port=[ports["scheduler"]] * len(hosts),
+        protocol="tls",
+        security=_security(conf),
+        dashboard_address=f"{conf['private_ip']}:{ports['dashboard']}",
+        **conf.get("options", {}),
+    ) as scheduler:
+        _mark_ready(conf, scheduler.address)
+        await _until(stop, scheduler.finished())
+
+
+async def _run_worker(conf: dict[str, Any], stop: asyncio.Event) -> None:
+    from distributed import Nanny
+
+    ports = conf["ports"]
+    async with Nanny(
+        conf["scheduler_address"],
+        name=conf["name"],
+        host=conf["private_ip"],
+        port=ports["nanny"],
+        worker_port=ports["scheduler"],
+        protocol="tls",
+        security=_security(conf),
+        dashboard_address=f"{conf['private_ip']}:{ports['dashboard']}",
+        env=conf.get("env", {}),
+        **conf.get("options", {}),
+    ) as nanny:
+        _mark_ready(conf, nanny.worker_address)
+        await _until(stop, nanny.finished())
+
+
+async def _until(stop: asyncio.Event, finished: Any) -> None:
+    done = asyncio.ensure_future(finished)
+    halt = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([done, halt], return_when=asyncio.FIRST_COMPLETED)
+    halt.cancel()
+
+
+def _ready_file(conf: dict[str, Any]) -> Path:
+    return Path(conf["state_dir"]) / f"{conf['role']}.ready"
+
+
+def _mark_ready(conf: dict[str, Any], address: str) -> None:
+    path = _ready_file(conf)
+    path.write_text(json.dumps({"address": address, "pid": os.getpid(), "time": time.time()}))
+
+
+async def _main_run(conf: dict[str, Any]) -> None:
+    for name, value in conf.get("env", {}).items():
+        os.environ[name] = str(value)
+    _ready_file(conf).unlink(missing_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = _run_scheduler if conf["role"] == "scheduler" else _run_worker
+    await runner(conf, stop)
+
+
+def _main_wait(conf: dict[str, Any], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    path = _ready_file(conf)
+    while time.monotonic() < deadline:
+        if path.exists():
+            print(path.read_text())
+            return 0
+        time.sleep(0.1)
+    print(f"{conf['role']} not ready after {timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``run NODE_JSON`` or ``wait NODE_JSON TIMEOUT``."""
+    os.chdir(Path.home())
+    if len(argv) < 2 or argv[0] not in ("run", "wait"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    conf = json.loads(Path(argv[1]).read_text())
+    if argv[0] == "wait":
+        return _main_wait(conf, float(argv[2]) if len(argv) > 2 else 120.0)
+    asyncio.run(_main_run(conf))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

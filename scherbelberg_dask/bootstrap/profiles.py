@@ -1,0 +1,229 @@
+"""Bootstrap profiles: what runs on a fresh server, chosen by its image.
+
+A profile knows how to turn a fresh server of its image into a Dask node: the cloud-init
+document for the create request, which user logs in for setup, how files get there, how
+the Dask process becomes a service, and where its logs are.  The cluster only asks
+:func:`profile_for_image`; it never knows which profile (or which cloud) it got.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from scherbelberg_dask.bootstrap import cloudscript
+from scherbelberg_dask.bootstrap.cloudinit import CloudUser, render_cloud_config
+from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
+
+if TYPE_CHECKING:
+    from scherbelberg_dask.security.sshkeys import SSHKeyPair
+    from scherbelberg_dask.ssh.client import SSHConnection
+
+#: The unprivileged user that runs Dask on every node.
+DASK_USER = "dask"
+#: Directory (relative to the Dask user's home) holding a node's files.
+NODE_DIR = "scherbelberg"
+#: Image whose servers run on the local emulator's host (see scherbelberg_dask.emulator).
+EMULATOR_IMAGE = "scherbelberg-emulator"
+
+
+class BootstrapError(RuntimeError):
+    """Setting up a node failed; the message carries the tail of its log."""
+
+
+class BootstrapProfile(abc.ABC):
+    """How to make a Dask node of a fresh server of some image."""
+
+    #: User that logs in to set the node up (may differ from :data:`DASK_USER`).
+    setup_user: str = DASK_USER
+    #: User for everything after setup (``ssh``, logs, runs).
+    operator_user: str = DASK_USER
+
+    def __init__(self, environment: NodeEnvironment) -> None:
+        self.environment = environment
+
+    @abc.abstractmethod
+    def cloud_config(self, *, host_key: SSHKeyPair, authorized_key: str, hostname: str) -> str:
+        """The cloud-init ``user_data`` for the create request."""
+
+    @abc.abstractmethod
+    async def setup(
+        self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
+    ) -> None:
+        """Install what the node needs and start its Dask service (idempotent)."""
+
+    @abc.abstractmethod
+    def service_command(self, action: str, role: str) -> str:
+        """Shell command that applies ``action`` (start, stop, status, logs) to the service."""
+
+    async def wait_ready(self, conn: SSHConnection, *, role: str, timeout: float) -> str:
+        """Wait until the Dask process on the node is up; return its address."""
+        result = await conn.run(
+            f"{self.as_dask_user}{self.python} {NODE_DIR}/node_runner.py wait "
+            f"{NODE_DIR}/node.json {timeout:.0f}",
+            check=False,
+            timeout=timeout + 30,
+        )
+        if result.exit_status != 0:
+            raise BootstrapError(
+                f"dask {role} did not come up within {timeout:.0f} s: "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
+        return str(json.loads(result.stdout)["address"])
+
+    async def log_tail(self, conn: SSHConnection, *, role: str, lines: int = 40) -> str:
+        """The last lines of the node's bootstrap and Dask service logs."""
+        result = await conn.run(
+            f"{self.service_command('logs', role)} 2>&1 | tail -n {lines}", check=False, timeout=30
+        )
+        return result.stdout
+
+    @property
+    def python(self) -> str:
+        """The Python interpreter that runs Dask on the node."""
+        return "python3"
+
+    #: Command prefix that runs the rest as the Dask user in its home directory.
+    as_dask_user = ""
+
+    def _node_json(self, node: dict[str, Any]) -> bytes:
+        return json.dumps(
+            {
+                **node,
+                "state_dir": NODE_DIR,
+                "tls": {
+                    "ca": f"{NODE_DIR}/tls/ca.pem",
+                    "cert": f"{NODE_DIR}/tls/node.pem",
+                    "key": f"{NODE_DIR}/tls/node.key",
+                },
+            },
+            indent=1,
+        ).encode()
+
+    def node_files(self, files: dict[str, bytes], node: dict[str, Any]) -> dict[str, bytes]:
+        """Every file a node gets, by path relative to the Dask user's home."""
+        from importlib.resources import files as package_files
+
+        runner = package_files("scherbelberg_dask.bootstrap").joinpath("node_runner.py")
+        return {
+            f"{NODE_DIR}/node_runner.py": runner.read_bytes(),
+            f"{NODE_DIR}/node.json": self._node_json(node),
+            **{f"{NODE_DIR}/{path}": data for path, data in files.items()},
+        }
+
+    async def check_environment(self, conn: SSHConnection) -> None:
+        """Fail if the node's Python or pinned packages differ from the client's."""
+        result = await conn.run(f"{self.python} -c {shlex.quote(PROBE)}", timeout=120)
+        problems = self.environment.mismatches(result.stdout)
+        if problems:
+            raise BootstrapError(
+                "node environment does not match the client: " + "; ".join(problems)
+            )
+
+
+class EmulatorProfile(BootstrapProfile):
+    """The local emulator's image: the host's own Python, services through ``servicectl``.
+
+    The emulated node already runs the emulator's interpreter, so nothing is installed;
+    root never logs in (cloud-init ``disable_root``), Dask runs as :data:`DASK_USER`.
+    """
+
+    def cloud_config(self, *, host_key: SSHKeyPair, authorized_key: str, hostname: str) -> str:
+        return render_cloud_config(
+            host_key=host_key,
+            users=[CloudUser(name=DASK_USER, ssh_authorized_keys=[authorized_key])],
+            disable_root=True,
+            hostname=hostname,
+        )
+
+    async def setup(
+        self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
+    ) -> None:
+        await conn.upload(self.node_files(files, node))
+        await self.check_environment(conn)
+        await conn.run(self.service_command("start", role), timeout=60)
+
+    def service_command(self, action: str, role: str) -> str:
+        service = f"dask-{role}"
+        if action == "start":
+            return (
+                f"servicectl enable --now {service} --restart always -- "
+                f"{self.python} {NODE_DIR}/node_runner.py run {NODE_DIR}/node.json"
+            )
+        if action == "logs":
+            return f"servicectl logs {service} --lines 200"
+        return f"servicectl {action} {service}"
+
+
+class CloudProfile(BootstrapProfile):
+    """Ubuntu and Debian images on real servers: uv, a venv, systemd, hardened sshd.
+
+    Setup logs in as root (cloud-init puts the cluster key there), runs the rendered
+    script of :mod:`scherbelberg_dask.bootstrap.cloudscript`, which ends by turning root
+    login off.  Dask then runs as :data:`DASK_USER` under systemd.
+    """
+
+    setup_user = "root"
+    as_dask_user = f"cd /home/{DASK_USER} && runuser -u {DASK_USER} -- "
+
+    def cloud_config(self, *, host_key: SSHKeyPair, authorized_key: str, hostname: str) -> str:
+        return render_cloud_config(
+            host_key=host_key,
+            users=[
+                CloudUser(name=DASK_USER, ssh_authorized_keys=[authorized_key], shell="/bin/bash")
+            ],
+            disable_root=False,
+            hostname=hostname,
+        )
+
+    @property
+    def python(self) -> str:
+        return cloudscript.VENV_PYTHON
+
+    def script(self, role: str) -> str:
+        """The rendered setup script (printable for inspection)."""
+        return cloudscript.render(self.environment, role=role, user=DASK_USER, node_dir=NODE_DIR)
+
+    async def setup(
+        self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
+    ) -> None:
+        upload = self.node_files(files, node)
+        upload[f"{NODE_DIR}/setup.sh"] = self.script(role).encode()
+        await conn.upload(upload)
+        result = await conn.run(f"bash {NODE_DIR}/setup.sh", check=False, timeout=1800)
+        if result.exit_status != 0:
+            raise BootstrapError(
+                f"node setup failed (exit {result.exit_status}): "
+                + "\n".join((result.stdout + result.stderr).strip().splitlines()[-40:])
+            )
+        await self.check_environment(conn)
+
+    def service_command(self, action: str, role: str) -> str:
+        service = f"dask-{role}"
+        if action == "logs":
+            return (
+                f"cat {cloudscript.BOOTSTRAP_LOG} 2>/dev/null; "
+                f"journalctl -u {service} --no-pager -n 200"
+            )
+        return f"systemctl {action} {service}"
+
+
+def profile_for_image(image: str, environment: NodeEnvironment) -> BootstrapProfile:
+    """The bootstrap profile for servers of ``image`` (name or snapshot description).
+
+    Raises
+    ------
+    ValueError
+        No profile knows how to set up this image; the message lists what works.
+    """
+    name = image.lower()
+    if name == EMULATOR_IMAGE or name.startswith(EMULATOR_IMAGE + "-"):
+        return EmulatorProfile(environment)
+    if name.startswith(("ubuntu-", "debian-")) or name.startswith("scherbelberg-node-"):
+        return CloudProfile(environment)
+    raise ValueError(
+        f"no bootstrap profile for image {image!r}: use an Ubuntu or Debian image "
+        f"(e.g. ubuntu-24.04, debian-12) or {EMULATOR_IMAGE!r} on the local emulator"
+    )

@@ -1,0 +1,361 @@
+"""``HetznerCluster``: a Dask cluster of Hetzner servers, driven by Dask's SpecCluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from distributed.core import Status
+from distributed.deploy.cluster import Cluster
+from distributed.deploy.spec import SpecCluster
+
+from scherbelberg_dask.cluster.context import ClusterContext
+from scherbelberg_dask.cluster.node import Node
+from scherbelberg_dask.cluster.nuke import nuke as _nuke
+from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
+from scherbelberg_dask.cluster.settings import ClusterSettings
+from scherbelberg_dask.ssh import SSHConnection, connect
+from scherbelberg_dask.state.statedir import StateDir
+
+logger = logging.getLogger(__name__)
+
+#: Settings remembered in the local state so that ``from_existing`` rebuilds the spec.
+_REMEMBERED = (
+    "scheduler_type",
+    "worker_type",
+    "image",
+    "location",
+    "ssh_port",
+    "network_ip_range",
+    "allowed_cidrs",
+    "packages",
+    "env_vars",
+    "worker_options",
+    "scheduler_options",
+)
+
+
+class HetznerCluster(SpecCluster):
+    """A Dask cluster on Hetzner Cloud: one server for the scheduler, one per worker.
+
+    Every server is a Dask ``ProcessInterface``, so ``Client(cluster)``,
+    ``cluster.scale(8)`` and ``cluster.adapt(minimum=0, maximum=20)`` work as with any
+    Dask cluster.  All Dask traffic uses mutual TLS from a per-cluster CA; nodes talk over
+    a private network; a firewall lets in only SSH and the scheduler's TLS port.
+
+    Parameters
+    ----------
+    workers
+        Number of workers to start with (0: none, e.g. to ``adapt`` from nothing).
+    prefix
+        Name of the cluster; its resources are labelled with it.  Default ``cluster``.
+    scheduler_type, worker_type
+        Hetzner server types (validated against the live catalog).
+    image, location
+        Server image and location.
+    ssh_port
+        The servers' SSH port.
+    scheduler_port, dashboard_port, nanny_port
+        Dask ports on every node (defaults 9753, 9756, 9759).
+    allowed_cidrs
+        Networks that may reach SSH and the scheduler port.
+    packages
+        Extra pip requirement specifiers installed on every node.
+    env_vars
+        Environment variables for the Dask processes.
+    worker_options, scheduler_options
+        Extra keyword arguments for Dask's ``Nanny``/``Worker`` and ``Scheduler``.
+    security
+        Must be True: mutual TLS is always on (plain TCP is refused).
+    shutdown_on_close
+        Close (and delete) the cluster when the Python process exits.
+    asynchronous
+        Use ``async with`` / ``await`` instead of blocking calls.
+    token, api_endpoint
+        Hetzner Cloud API token and endpoint (default: ``HCLOUD_TOKEN``,
+        ``HCLOUD_ENDPOINT``).  The token is never stored or logged.
+    timeouts
+        Overrides of the bounded waits (keys ``server``, ``ssh``, ``bootstrap``, ``dask``,
+        ``delete``; seconds).
+    network_ip_range, state_dir
+        The private network's range and the base directory for local state.
+
+    Examples
+    --------
+    >>> from dask.distributed import Client
+    >>> with HetznerCluster(workers=8, worker_type="ccx53") as cluster:  # doctest: +SKIP
+    ...     client = Client(cluster)
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        prefix: str | None = None,
+        scheduler_type: str | None = None,
+        worker_type: str | None = None,
+        image: str | None = None,
+        location: str | None = None,
+        ssh_port: int | None = None,
+        scheduler_port: int | None = None,
+        dashboard_port: int | None = None,
+        nanny_port: int | None = None,
+        allowed_cidrs: list[str] | None = None,
+        packages: list[str] | None = None,
+        env_vars: dict[str, str] | None = None,
+        worker_options: dict[str, Any] | None = None,
+        scheduler_options: dict[str, Any] | None = None,
+        security: bool = True,
+        shutdown_on_close: bool = True,
+        asynchronous: bool = False,
+        token: str | None = None,
+        api_endpoint: str | None = None,
+        timeouts: dict[str, float] | None = None,
+        network_ip_range: str | None = None,
+        state_dir: str | None = None,
+        loop: Any = None,
+        _attach: bool = False,
+    ) -> None:
+        if security is not True:
+            raise ValueError(
+                "security must be True: scherbelberg-dask always uses mutual TLS between "
+                "client, scheduler and workers (plain TCP is refused)"
+            )
+        self.settings = ClusterSettings.resolve(
+            workers=workers,
+            prefix=prefix,
+            scheduler_type=scheduler_type,
+            worker_type=worker_type,
+            image=image,
+            location=location,
+            ssh_port=ssh_port,
+            scheduler_port=scheduler_port,
+            dashboard_port=dashboard_port,
+            nanny_port=nanny_port,
+            allowed_cidrs=allowed_cidrs,
+            packages=packages,
+            env_vars=env_vars,
+            worker_options=worker_options,
+            scheduler_options=scheduler_options,
+            timeouts=timeouts,
+            network_ip_range=network_ip_range,
+            state_dir=state_dir,
+        )
+        self.context = ClusterContext(self.settings, token=token, endpoint=api_endpoint)
+        self._attached = _attach
+        self._tunnel_conn: SSHConnection | None = None
+        self._dashboard_port: int | None = None
+        worker = {"cls": HetznerWorker, "options": {"context": self.context}}
+        initial = (
+            {}
+            if _attach
+            else {
+                self._new_worker_name(i): {
+                    "cls": HetznerWorker,
+                    "options": {"context": self.context},
+                }
+                for i in range(self.settings.workers)
+            }
+        )
+        super().__init__(
+            scheduler={"cls": HetznerScheduler, "options": {"context": self.context}},
+            worker=worker,
+            workers=initial,
+            asynchronous=asynchronous,
+            loop=loop,
+            name=self.settings.prefix,
+            shutdown_on_close=shutdown_on_close,
+        )
+
+    # -- constructors ------------------------------------------------------------------
+
+    @classmethod
+    def from_existing(
+        cls, prefix: str | None = None, *, asynchronous: bool = False, **kwargs: Any
+    ) -> HetznerCluster:
+        """Attach to a running cluster created by another process (on this machine).
+
+        The worker spec is rebuilt from the labelled servers, so ``scale`` and ``adapt``
+        keep working.  ``close()`` leaves the cluster running; ``destroy()`` removes it.
+        """
+        settings = ClusterSettings.resolve(prefix=prefix, state_dir=kwargs.get("state_dir"))
+        state = StateDir(settings.prefix, base=settings.state_dir)
+        remembered = state.read_metadata().get("settings", {}) if state.exists() else {}
+        merged = {**remembered, **kwargs}
+        return cls(prefix=settings.prefix, asynchronous=asynchronous, _attach=True, **merged)
+
+    # -- SpecCluster hooks -------------------------------------------------------------
+
+    def _new_worker_name(self, worker_number: int) -> str:
+        return f"worker{worker_number:03d}"
+
+    async def _start(self) -> None:
+        if self.status != Status.created:
+            return await super()._start()
+        ctx = self.context
+        try:
+            if self._attached:
+                await self._attach_existing()
+            else:
+                await ctx.create()
+                self._remember_settings()
+                for name in self.worker_spec:  # start worker servers alongside the scheduler
+                    ctx.provision(name, "worker")
+            self._advertise_resources()
+            self.security = ctx.state.dask_security()
+        except BaseException:
+            self.status = Status.failed
+            await self._cleanup_after_failure()
+            raise
+        await super()._start()
+        if self.status == Status.running:
+            await self._open_dashboard_tunnel()
+
+    async def _attach_existing(self) -> None:
+        servers = await self.context.attach()
+        numbers = []
+        for name, node in self.context.nodes.items():
+            if node.role == "worker":
+                self.worker_spec[name] = {
+                    "cls": HetznerWorker,
+                    "options": {"context": self.context},
+                }
+                if name.startswith("worker") and name[6:].isdigit():
+                    numbers.append(int(name[6:]))
+        self._i = max(numbers, default=-1) + 1
+        logger.info(
+            "Attached to cluster %s (%d servers, %d workers).",
+            self.context.prefix,
+            len(servers),
+            len(self.worker_spec),
+        )
+
+    def _remember_settings(self) -> None:
+        settings = {}
+        for key in _REMEMBERED:
+            value = getattr(self.settings, key)
+            value = list(value) if isinstance(value, tuple) else value
+            try:
+                json.dumps(value)
+            except TypeError:
+                continue
+            settings[key] = value
+        ports = self.settings.ports
+        settings.update(
+            scheduler_port=ports.scheduler, dashboard_port=ports.dashboard, nanny_port=ports.nanny
+        )
+        self.context.state.write_metadata(
+            {"prefix": self.context.prefix, "image": self.settings.image, "settings": settings}
+        )
+
+    def _advertise_resources(self) -> None:
+        """Let ``scale(cores=...)``/``scale(memory=...)`` know what one worker brings."""
+        options = self.context.node_options("worker")
+        for spec in (self.new_spec, *self.worker_spec.values()):
+            spec["options"] = {
+                **spec["options"],
+                "nthreads": options["nthreads"],
+                "memory_limit": options["memory_limit"],
+            }
+
+    async def _cleanup_after_failure(self) -> None:
+        try:
+            if self.context.owner:
+                await self.context.destroy()
+        finally:
+            await self.context.close()
+
+    async def _open_dashboard_tunnel(self) -> None:
+        node = self.context.nodes.get("scheduler")
+        if node is None or node.private_ip is None:
+            return
+        try:
+            self._tunnel_conn = await connect(node.ssh, timeout=30)
+            forward = await self._tunnel_conn.forward_local(
+                node.private_ip, self.settings.ports.dashboard
+            )
+            self._dashboard_port = forward.local_port
+        except Exception as exc:  # the cluster works without a dashboard
+            logger.warning("Could not open the dashboard tunnel: %s", exc)
+
+    async def _close(self) -> None:
+        if self.status == Status.closed:
+            return
+        if self._tunnel_conn is not None:
+            await self._tunnel_conn.close()
+            self._tunnel_conn = None
+        if not self.context.owner:
+            # Attached: leave the cluster running for whoever else uses it.
+            await self.context.close()
+            await Cluster._close(self)
+            return
+        try:
+            await super()._close()
+        finally:
+            await self._cleanup_after_failure()
+
+    # -- public API --------------------------------------------------------------------
+
+    @property
+    def dashboard_link(self) -> str:
+        """The scheduler's dashboard, through an SSH tunnel on this machine."""
+        if self._dashboard_port is None:
+            return ""
+        return f"http://127.0.0.1:{self._dashboard_port}/status"
+
+    @property
+    def prefix(self) -> str:
+        return self.context.prefix
+
+    @property
+    def scheduler_node(self) -> Node | None:
+        """The scheduler's :class:`~scherbelberg_dask.cluster.node.Node`."""
+        return self.context.nodes.get("scheduler")
+
+    @property
+    def worker_nodes(self) -> list[Node]:
+        """The workers' nodes, by name."""
+        nodes = self.context.nodes
+        return [nodes[name] for name in sorted(nodes) if nodes[name].role == "worker"]
+
+    @property
+    def failures(self) -> dict[str, Exception]:
+        """Nodes that failed to come up, with the error (naming the node, with its log)."""
+        return dict(self.context.failures)
+
+    def get_client(self) -> Any:
+        """A ``distributed.Client`` connected to this cluster (sync or async as the cluster)."""
+        from distributed import Client
+
+        return Client(self, asynchronous=self.asynchronous)
+
+    def destroy(self) -> Any:
+        """Delete the whole cluster, also when attached with :meth:`from_existing`."""
+        self.context.owner = True
+        return self.close()
+
+    @classmethod
+    def nuke(cls, prefix: str | None = None, **kwargs: Any) -> dict[str, int]:
+        """Delete every labelled resource of cluster ``prefix`` (see :func:`nuke`)."""
+        return _nuke(prefix, **kwargs)
+
+    async def _correct_state_internal(self) -> None:
+        """Dask's reconciliation, tolerant of nodes that fail to come up.
+
+        A failed node has already been deleted; it is dropped from the spec and reported
+        (logged, and kept in :attr:`failures`), and the cluster goes on with the others.
+        """
+        try:
+            await super()._correct_state_internal()
+        except Exception as exc:
+            failed = [n for n, w in self.workers.items() if w.status != Status.running]
+            failed += [n for n in self.worker_spec if n in self.context.failures]
+            if not failed or self.scheduler is None:
+                raise
+            for name in set(failed):
+                self.workers.pop(name, None)
+                self.worker_spec.pop(name, None)
+                logger.error(
+                    "Worker %s failed to start: %s", name, self.context.failures.get(name, exc)
+                )

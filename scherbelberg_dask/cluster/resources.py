@@ -1,0 +1,131 @@
+"""A cluster's shared cloud resources: SSH key, private network, firewall (DESIGN §4, §6).
+
+Each carries the cluster's labels and a seed-compatible name (``<prefix>-key``,
+``<prefix>-network``, ``<prefix>-firewall``).  :func:`delete_cluster` removes every
+labelled resource of a prefix, whatever state it is in; it is what ``destroy`` and
+``nuke`` run, and it is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+from typing import Any
+
+from scherbelberg_dask.cloud.client import CloudClient
+from scherbelberg_dask.cloud.labels import cluster_labels, cluster_selector
+
+logger = logging.getLogger(__name__)
+
+#: Resource kinds in the order they must be deleted (servers hold the others).
+KINDS = ("servers", "firewalls", "networks", "ssh_keys")
+
+
+@dataclasses.dataclass
+class ClusterResources:
+    """IDs of a cluster's shared resources."""
+
+    ssh_key_id: int
+    network_id: int
+    firewall_id: int
+
+
+def firewall_rules(
+    allowed_cidrs: tuple[str, ...], ssh_port: int, scheduler_port: int
+) -> list[dict[str, Any]]:
+    """Inbound rules: SSH and the scheduler's TLS port, from ``allowed_cidrs`` only.
+
+    With no other inbound rule Hetzner drops everything else that arrives on the public
+    interface; Dask traffic between nodes stays on the private network.
+    """
+    return [
+        {
+            "direction": "in",
+            "protocol": "tcp",
+            "port": str(port),
+            "source_ips": list(allowed_cidrs),
+            "destination_ips": [],
+            "description": description,
+        }
+        for port, description in (
+            (ssh_port, "SSH"),
+            (scheduler_port, "Dask scheduler (mutual TLS)"),
+        )
+    ]
+
+
+async def create_resources(
+    cloud: CloudClient,
+    *,
+    prefix: str,
+    public_key: str,
+    ip_range: str,
+    network_zone: str,
+    rules: list[dict[str, Any]],
+    timeout: float,
+) -> ClusterResources:
+    """Create the SSH key, network and firewall of cluster ``prefix`` concurrently."""
+    network = ipaddress.ip_network(ip_range)
+
+    async def ssh_key() -> int:
+        body = {
+            "name": f"{prefix}-key",
+            "public_key": public_key,
+            "labels": cluster_labels(prefix, "ssh-key"),
+        }
+        return int((await cloud.create("ssh_keys", body))["ssh_key"]["id"])
+
+    async def private_network() -> int:
+        body = {
+            "name": f"{prefix}-network",
+            "ip_range": str(network),
+            "subnets": [{"type": "cloud", "network_zone": network_zone, "ip_range": str(network)}],
+            "labels": cluster_labels(prefix, "network"),
+        }
+        return int((await cloud.create("networks", body))["network"]["id"])
+
+    async def firewall() -> int:
+        body = {
+            "name": f"{prefix}-firewall",
+            "rules": rules,
+            "labels": cluster_labels(prefix, "firewall"),
+        }
+        answer = await cloud.create("firewalls", body)
+        actions = [a["id"] for a in answer.get("actions") or []]
+        await cloud.wait_actions(actions, timeout=timeout, what=f"firewall {body['name']}")
+        return int(answer["firewall"]["id"])
+
+    key_id, network_id, firewall_id = await asyncio.gather(ssh_key(), private_network(), firewall())
+    return ClusterResources(key_id, network_id, firewall_id)
+
+
+async def find_resources(cloud: CloudClient, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """Every labelled resource of cluster ``prefix``, by kind."""
+    found = await asyncio.gather(*(cloud.find(kind, cluster_selector(prefix)) for kind in KINDS))
+    return dict(zip(KINDS, found, strict=True))
+
+
+async def delete_cluster(cloud: CloudClient, prefix: str, *, timeout: float) -> dict[str, int]:
+    """Delete every resource labelled as belonging to cluster ``prefix``.
+
+    Servers go first (and are waited for), then firewalls, networks and SSH keys.
+    Resources of other clusters are never touched, whatever their names.  Returns how
+    many resources of each kind were deleted.
+    """
+    deleted = dict.fromkeys(KINDS, 0)
+    resources = await find_resources(cloud, prefix)
+    answers = await asyncio.gather(
+        *(cloud.delete("servers", s["id"]) for s in resources["servers"])
+    )
+    actions = [a["action"]["id"] for a in answers if a and a.get("action")]
+    deleted["servers"] = sum(1 for a in answers if a is not None)
+    await cloud.wait_actions(actions, timeout=timeout, what=f"servers of cluster {prefix!r}")
+    for kind in KINDS[1:]:
+        results = await asyncio.gather(*(cloud.delete(kind, r["id"]) for r in resources[kind]))
+        deleted[kind] = sum(1 for r in results if r is not None)
+    for kind, count in deleted.items():
+        if count:
+            logger.info("Deleted %d %s of cluster %s", count, kind.replace("_", " "), prefix)
+    return deleted

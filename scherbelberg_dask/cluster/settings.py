@@ -1,0 +1,187 @@
+"""A cluster's settings: arguments over Dask config defaults, validated before any I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from scherbelberg_dask import config
+from scherbelberg_dask.cloud.labels import validate_prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    """Dask ports on every node (the seed's defaults: 9753, 9756, 9759)."""
+
+    scheduler: int
+    dashboard: int
+    nanny: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Bounded waits, in seconds (DESIGN §9)."""
+
+    server: float
+    ssh: float
+    bootstrap: float
+    dask: float
+    delete: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """Everything that shapes a cluster, resolved and validated."""
+
+    prefix: str
+    workers: int
+    scheduler_type: str
+    worker_type: str
+    image: str
+    location: str
+    ssh_port: int
+    ports: Ports
+    network_ip_range: str
+    allowed_cidrs: tuple[str, ...]
+    packages: tuple[str, ...]
+    env_vars: dict[str, str]
+    worker_options: dict[str, Any]
+    scheduler_options: dict[str, Any]
+    timeouts: Timeouts
+    state_dir: str | None
+
+    @classmethod
+    def resolve(cls, **arguments: Any) -> ClusterSettings:
+        """Settings from ``arguments``; ``None`` or missing ones come from Dask config.
+
+        Raises
+        ------
+        ValueError
+            A setting is invalid; the message says which and how to fix it.
+        """
+
+        def pick(name: str) -> Any:
+            value = arguments.pop(name, None)
+            return config.get(name.replace("_", "-")) if value is None else value
+
+        prefix = validate_prefix(pick("prefix"))
+        workers = pick("workers")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(
+                f"workers must be a whole number ≥ 0 (0 means: adapt up from nothing), "
+                f"not {workers!r}"
+            )
+        ports_in = {**config.get("ports"), **(arguments.pop("ports", None) or {})}
+        for name in ("scheduler", "dashboard", "nanny"):
+            override = arguments.pop(f"{name}_port", None)
+            if override is not None:
+                ports_in[name] = override
+        ports = Ports(**{k: _port(f"{k} port", v) for k, v in ports_in.items()})
+        if len({ports.scheduler, ports.dashboard, ports.nanny}) != 3:
+            raise ValueError(
+                f"the scheduler ({ports.scheduler}), dashboard ({ports.dashboard}) and nanny "
+                f"({ports.nanny}) ports clash: give each its own port"
+            )
+        ssh_port = _port("ssh_port", pick("ssh_port"))
+        if ssh_port in (ports.scheduler, ports.dashboard, ports.nanny):
+            raise ValueError(f"ssh_port {ssh_port} clashes with a Dask port; choose another")
+        timeouts_in = {**config.get("timeouts"), **(arguments.pop("timeouts", None) or {})}
+        timeouts = Timeouts(**{k: _positive(f"timeouts.{k}", v) for k, v in timeouts_in.items()})
+        settings = cls(
+            prefix=prefix,
+            workers=workers,
+            scheduler_type=_name("scheduler_type", pick("scheduler_type")),
+            worker_type=_name("worker_type", pick("worker_type")),
+            image=_name("image", pick("image")),
+            location=_name("location", pick("location")),
+            ssh_port=ssh_port,
+            ports=ports,
+            network_ip_range=_network(arguments.pop("network_ip_range", None)),
+            allowed_cidrs=_cidrs(pick("allowed_cidrs")),
+            packages=_strings("packages", pick("packages")),
+            env_vars=_env(pick("env_vars")),
+            worker_options=_mapping("worker_options", pick("worker_options")),
+            scheduler_options=_mapping("scheduler_options", pick("scheduler_options")),
+            timeouts=timeouts,
+            state_dir=pick("state_dir"),
+        )
+        if arguments:
+            raise TypeError(f"unknown cluster settings: {', '.join(sorted(arguments))}")
+        return settings
+
+
+def _port(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{name} must be a TCP port number from 1 to 65535, not {value!r}")
+    return value
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, not {value!r}")
+    return value.strip()
+
+
+def _network(value: Any) -> str:
+    value = value or config.get("network.ip-range")
+    try:
+        network = ipaddress.ip_network(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"network ip range {value!r} is not a network in CIDR notation (e.g. 10.0.0.0/16)"
+        ) from None
+    if network.version != 4 or network.prefixlen > 24:
+        raise ValueError(f"network ip range {value!r} must be an IPv4 network of /24 or larger")
+    return str(network)
+
+
+def _cidrs(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(
+            "allowed_cidrs must be a non-empty list of networks in CIDR notation, "
+            f"e.g. ['203.0.113.0/24'], not {value!r}"
+        )
+    cidrs = []
+    for item in value:
+        try:
+            cidrs.append(str(ipaddress.ip_network(item)))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"allowed_cidrs entry {item!r} is not a network in CIDR notation with no host "
+                "bits set (e.g. 203.0.113.0/24, 0.0.0.0/0, ::/0)"
+            ) from None
+    return tuple(cidrs)
+
+
+def _strings(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _env(value: Any) -> dict[str, str]:
+    mapping = _mapping("env_vars", value)
+    for key in mapping:
+        if not key.isidentifier():
+            raise ValueError(f"env_vars key {key!r} is not a valid environment variable name")
+    return {k: str(v) for k, v in mapping.items()}
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping, not {value!r}")
+    return dict(value)
