@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Static checks: ruff (lint and format) and mypy on the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check scherbelberg_dask tests benchmarks
+.venv/bin/ruff format --check scherbelberg_dask tests benchmarks
+.venv/bin/mypy
