@@ -48,7 +48,7 @@ async def _run_scheduler(conf: dict[str, Any], stop: asyncio.Event) -> None:
     ports = conf["ports"]
     async with Scheduler(
         host=hosts,
-        port=[ports["scheduler"]] * len(hosts),
+        port=[ports["scheduler"]] * len(hosts),  # type: ignore[arg-type]  # one per host
         protocol="tls",
         security=_security(conf),
         dashboard_address=f"{conf['private_ip']}:{ports['dashboard']}",

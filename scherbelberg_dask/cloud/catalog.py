@@ -146,7 +146,7 @@ class Catalog:
         """The server type ``name`` if it can be ordered in ``location``, else CatalogError."""
         self.location(location)
         valid = sorted(n for n, t in self.server_types.items() if t.orderable_in(location))
-        choices = f"server types orderable in {location}: {', '.join(valid) or 'none'}"
+        choices = f"valid server types in {location}: {', '.join(valid) or 'none'}"
         server_type = self.server_types.get(name)
         if server_type is None:
             raise CatalogError(f"unknown server type {name!r}; {choices}")

@@ -158,15 +158,23 @@ class HetznerCluster(SpecCluster):
                 for i in range(self.settings.workers)
             }
         )
-        super().__init__(
-            scheduler={"cls": HetznerScheduler, "options": {"context": self.context}},
-            worker=worker,
-            workers=initial,
-            asynchronous=asynchronous,
-            loop=loop,
-            name=self.settings.prefix,
-            shutdown_on_close=shutdown_on_close,
-        )
+        try:
+            super().__init__(
+                scheduler={"cls": HetznerScheduler, "options": {"context": self.context}},
+                worker=worker,
+                workers=initial,
+                asynchronous=asynchronous,
+                loop=loop,
+                name=self.settings.prefix,
+                shutdown_on_close=shutdown_on_close,
+            )
+        except BaseException:
+            # A synchronous start failed: our _start already removed what it made; stop
+            # the event loop thread SpecCluster started for us.
+            runner = getattr(self, "_loop_runner", None)
+            if runner is not None and not asynchronous:
+                runner.stop()
+            raise
 
     # -- constructors ------------------------------------------------------------------
 

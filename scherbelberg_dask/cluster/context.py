@@ -113,7 +113,6 @@ class ClusterContext:
         ca = ClusterCA.create(self.prefix)
         self.state.save_ca(ca)
         self.state.save_client_cert(ca.issue("client", server=False))
-        self.state.write_text("known_hosts", "")
         self.state.write_metadata({"prefix": self.prefix, "image": self.settings.image})
         catalog = await cloud.catalog()
         s = self.settings

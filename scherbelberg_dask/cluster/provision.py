@@ -87,7 +87,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
         conn = await wait_for_ssh(
             target,
             timeout=settings.timeouts.ssh,
-            on_progress=lambda message: logger.info("%s %s", tag, message),
+            on_progress=logger.info,
         )
         step = "waiting for the scheduler's address"
         scheduler_address = await asyncio.wait_for(
