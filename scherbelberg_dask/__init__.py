@@ -39,7 +39,16 @@ _EXPORTS = {
     "nuke_async": "scherbelberg_dask.cluster.nuke",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "Emulator",
+    "HetznerCluster",
+    "HetznerScheduler",
+    "HetznerWorker",
+    "Node",
+    "__version__",
+    "nuke",
+    "nuke_async",
+]
 
 
 def __getattr__(name: str) -> Any:
