@@ -354,6 +354,11 @@ class HetznerCluster(SpecCluster):
         A failed node has already been deleted; it is dropped from the spec and reported
         (logged, and kept in :attr:`failures`), and the cluster goes on with the others.
         """
+        to_close = set(self.workers) - set(self.worker_spec)
+        if to_close and self.scheduler_comm is not None and self.status == Status.running:
+            # Move their data away before their servers go (SpecCluster asks the
+            # scheduler by address, which does not match our named workers).
+            await self.scheduler_comm.retire_workers(names=sorted(to_close))
         try:
             await super()._correct_state_internal()
         except Exception as exc:
