@@ -300,6 +300,10 @@ class HetznerCluster(SpecCluster):
             return
         try:
             await super()._close()
+        except OSError as exc:
+            # The scheduler is gone (destroyed elsewhere, crashed): nothing to retire to.
+            logger.warning("Scheduler unreachable while closing (%s); deleting servers.", exc)
+            await Cluster._close(self)
         finally:
             await self._cleanup_after_failure()
 

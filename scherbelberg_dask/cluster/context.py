@@ -160,6 +160,7 @@ class ClusterContext:
         for server in servers:
             node_name = server.labels.get(NODE, server.name)
             self.nodes[node_name] = self._node(node_name, server)
+        self.set_scheduler_contact(self.nodes["scheduler"].server)
         return servers
 
     # -- nodes -------------------------------------------------------------------------
@@ -189,6 +190,12 @@ class ClusterContext:
         if self._scheduler_contact is None:
             self._scheduler_contact = asyncio.get_running_loop().create_future()
         return self._scheduler_contact
+
+    def set_scheduler_contact(self, server: ServerInfo) -> None:
+        """Tell waiting workers the scheduler's private address (known once it exists)."""
+        contact = self.scheduler_contact()
+        if not contact.done() and server.private_ips:
+            contact.set_result(f"tls://{server.private_ips[0]}:{self.settings.ports.scheduler}")
 
     def node_files(self, name: str) -> dict[str, bytes]:
         """TLS files for a node: the cluster CA and a certificate of its own."""

@@ -73,10 +73,8 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
         raise NodeStartError(name, f"creating server {server_name} failed: {exc}") from exc
     hosts = [ip for ip in (server.public_ip, *server.private_ips) if ip]
     ctx.state.set_known_host(hosts, settings.ssh_port, host_key.public_openssh)
-    if role == "scheduler" and server.private_ips:
-        contact = ctx.scheduler_contact()
-        if not contact.done():
-            contact.set_result(f"tls://{server.private_ips[0]}:{settings.ports.scheduler}")
+    if role == "scheduler":
+        ctx.set_scheduler_contact(server)
     conn: SSHConnection | None = None
     step = f"waiting for server {server_name} to start"
     try:
@@ -143,7 +141,9 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
 
 async def _discard(ctx: ClusterContext, server_id: int, server_name: str) -> None:
     """Delete a failed node's server; never raise (the original error matters more)."""
-    assert ctx.cloud is not None
+    if ctx.cloud is None:
+        logger.error("Could not delete failed node %s (the cluster closed); nuke will", server_name)
+        return
     try:
         logger.info("Deleting failed node %s ...", server_name)
         answer = await asyncio.shield(ctx.cloud.delete("servers", server_id))
