@@ -37,7 +37,7 @@ async def _step(what: str, action: Callable[[], Awaitable[Any]]) -> Any:
 async def _wait_workers(client: Any, count: int, timeout: float = 120) -> None:
     async def settled() -> None:
         # The scheduler's worker count is remote state: poll it (bounded by the timeout).
-        while len((await client.scheduler.identity())["workers"]) != count:
+        while len((await client.scheduler.identity())["workers"]) != count:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(settled(), timeout)
