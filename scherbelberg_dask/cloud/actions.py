@@ -49,7 +49,7 @@ class ActionWaiter:
         Raises
         ------
         ActionFailedError
-            An action ended in ``error``; the message names ``what`` and the API's reason.
+            An action ended in ``error``; the message gives the API's reason.
         WaitTimeoutError
             Not all actions finished within ``timeout`` seconds.
         """
@@ -77,7 +77,7 @@ class ActionWaiter:
             if action["status"] == "error":
                 error = action.get("error") or {}
                 raise ActionFailedError(
-                    f"{what} failed: action {action.get('command')} ended in error: "
+                    f"action {action.get('command')} ended in error: "
                     f"{error.get('message', 'no reason given')}",
                     code=error.get("code"),
                 )

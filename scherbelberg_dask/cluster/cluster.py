@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
+from distributed.utils import Log, Logs
 
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
@@ -193,6 +195,40 @@ class HetznerCluster(SpecCluster):
         merged = {**remembered, **kwargs}
         return cls(prefix=settings.prefix, asynchronous=asynchronous, _attach=True, **merged)
 
+    @classmethod
+    async def attach_context(
+        cls,
+        prefix: str | None = None,
+        *,
+        token: str | None = None,
+        api_endpoint: str | None = None,
+        state_dir: str | None = None,
+    ) -> ClusterContext:
+        """Find a running cluster's nodes without connecting to its Dask scheduler.
+
+        For looking at a cluster whose Dask processes may be down (the CLI's ``ls``,
+        ``ssh``, ``logs``, ``destroy``): returns the attached
+        :class:`~scherbelberg_dask.cluster.context.ClusterContext` (``nodes``, ``cloud``,
+        ``state``, ``profile``).  Nothing in the cloud changes; release its API client
+        with ``await context.close()``.
+
+        Raises
+        ------
+        ClusterNotFoundError
+            No cluster of this prefix (or no local state for it on this machine).
+        """
+        base = ClusterSettings.resolve(prefix=prefix, state_dir=state_dir)
+        state = StateDir(base.prefix, base=base.state_dir)
+        remembered = state.read_metadata().get("settings", {}) if state.exists() else {}
+        settings = ClusterSettings.resolve(prefix=base.prefix, state_dir=state_dir, **remembered)
+        context = ClusterContext(settings, token=token, endpoint=api_endpoint)
+        try:
+            await context.attach()
+        except BaseException:
+            await context.close()
+            raise
+        return context
+
     # -- SpecCluster hooks -------------------------------------------------------------
 
     def _new_worker_name(self, worker_number: int) -> str:
@@ -342,9 +378,34 @@ class HetznerCluster(SpecCluster):
 
         return Client(self, asynchronous=self.asynchronous)
 
+    async def _get_logs(
+        self, cluster: bool = True, scheduler: bool = True, workers: Any = True
+    ) -> Logs:
+        """Dask's logs, plus each node's setup and service log (``"<node> (node)"``)."""
+        logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
+        names = [
+            n
+            for n, node in self.context.nodes.items()
+            if (scheduler if node.role == "scheduler" else workers)
+        ]
+        tails = await asyncio.gather(
+            *(self.context.node_log(name) for name in names), return_exceptions=True
+        )
+        for name, tail in zip(names, tails, strict=True):
+            logs[f"{name} (node)"] = Log(str(tail))
+        return logs
+
     def destroy(self) -> Any:
         """Delete the whole cluster, also when attached with :meth:`from_existing`."""
         self.context.owner = True
+        return self.close()
+
+    def detach(self) -> Any:
+        """Close this handle but leave the cluster running (``from_existing`` finds it).
+
+        For a process that creates a cluster for others to use, e.g. the CLI's ``create``.
+        """
+        self.context.owner = False
         return self.close()
 
     @classmethod
@@ -371,7 +432,9 @@ class HetznerCluster(SpecCluster):
             if not failed or self.scheduler is None:
                 raise
             for name in set(failed):
-                self.workers.pop(name, None)
+                worker = self.workers.pop(name, None)
+                if worker is not None:
+                    worker.status = Status.failed
                 self.worker_spec.pop(name, None)
                 logger.error(
                     "Worker %s failed to start: %s", name, self.context.failures.get(name, exc)

@@ -30,7 +30,7 @@ from scherbelberg_dask.cluster.resources import (
 from scherbelberg_dask.cluster.settings import ClusterSettings
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
 from scherbelberg_dask.security.tls import ClusterCA
-from scherbelberg_dask.ssh import SSHTarget
+from scherbelberg_dask.ssh import SSHTarget, connect
 from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
@@ -238,13 +238,18 @@ class ClusterContext:
         }
 
     async def delete_node(self, name: str) -> None:
-        """Delete node ``name``'s server (if this process may) and forget it."""
+        """Delete node ``name``'s server and forget it.
+
+        Only scale-down and the close of an owning cluster close nodes (an attached
+        cluster's ``close`` leaves them alone), so an attached cluster that scales down
+        deletes the servers it retired.
+        """
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         node = self.nodes.pop(name, None)
-        if node is None or not self.owner or self.cloud is None:
+        if node is None or self.cloud is None:
             return
         logger.info("Deleting %s ...", node.server_name)
         answer = await self.cloud.delete("servers", node.server.id)
@@ -261,6 +266,18 @@ class ClusterContext:
         hosts = [ip for ip in (server.public_ip, *server.private_ips) if ip]
         if hosts and self.state.exists():
             self.state.remove_known_host(hosts, self.settings.ssh_port)
+
+    async def node_log(self, name: str, lines: int = 200) -> str:
+        """The tail of node ``name``'s setup and Dask service logs, read over SSH."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise LookupError(
+                f"cluster {self.prefix!r} has no node {name!r}; "
+                f"nodes: {', '.join(sorted(self.nodes))}"
+            )
+        assert self.profile is not None
+        async with await connect(node.ssh, timeout=30) as conn:
+            return await self.profile.log_tail(conn, role=node.role, lines=lines)
 
     # -- closing -----------------------------------------------------------------------
 

@@ -68,13 +68,21 @@ def _random_token(length: int = 64) -> str:
 
 
 def _network_range(pool: str) -> str:
-    """The default private range, or the first /16 of 127/8 clear of pool and reserve."""
+    """A private range for this emulator: a random /16 of 127.128.0.0/9 clear of the pool.
+
+    Emulators share the host's loopback, so each picks its own /16: the clusters of two
+    emulators running side by side (a user's and a test run's) then never get the same
+    private addresses, while within one emulator allocation stays Hetzner-like.
+    """
     public = ipaddress.IPv4Network(pool, strict=False)
-    loopback = ipaddress.IPv4Network("127.0.0.0/8")
-    candidates = [ipaddress.IPv4Network(DEFAULT_NETWORK_RANGE), *loopback.subnets(new_prefix=16)]
-    for candidate in candidates:
-        if not candidate.overlaps(public) and not candidate.overlaps(RESERVED):
-            return str(candidate)
+    region = ipaddress.IPv4Network(DEFAULT_NETWORK_RANGE).supernet(new_prefix=9)
+    candidates = [
+        candidate
+        for candidate in region.subnets(new_prefix=16)
+        if not candidate.overlaps(public) and not candidate.overlaps(RESERVED)
+    ]
+    if candidates:
+        return str(random.SystemRandom().choice(candidates))
     raise ValueError(f"public pool {pool} leaves no /16 in 127.0.0.0/8 for private networks")
 
 

@@ -71,3 +71,14 @@ def test_invalid_input_creates_nothing(cloud) -> None:  # type: ignore[no-untype
     with pytest.raises(ValueError, match="whole number"):
         HetznerCluster(workers=-1, prefix="bad")
     assert_nothing_left(cloud)
+
+
+def test_logs_include_node_logs(cloud) -> None:  # type: ignore[no-untyped-def]
+    with HetznerCluster(workers=1, prefix="logs") as cluster:
+        logs = cluster.get_logs()
+        assert "worker000 (node)" in logs and "scheduler (node)" in logs
+        # The nodes' service logs show the Dask processes starting.
+        assert "Start Nanny at" in logs["worker000 (node)"]
+        assert "Scheduler at:" in logs["scheduler (node)"]
+        assert any("Scheduler" in key for key in logs)
+    assert_nothing_left(cloud)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import shlex
 import signal
@@ -37,8 +38,12 @@ def test_environment_bundle(emulator: Emulator) -> None:
         "HCLOUD_TOKEN": emulator.token,
         "DASK_SCHERBELBERG__IMAGE": EMULATOR_IMAGE_NAME,
         "DASK_SCHERBELBERG__SSH_PORT": str(emulator.ssh_port),
-        "DASK_SCHERBELBERG__NETWORK__IP_RANGE": "127.128.0.0/16",
+        "DASK_SCHERBELBERG__NETWORK__IP_RANGE": emulator.network_range,
     }
+    # Each emulator gets its own /16 of 127.128.0.0/9, so emulators never share addresses.
+    network = ipaddress.IPv4Network(emulator.network_range)
+    assert network.prefixlen == 16
+    assert network.subnet_of(ipaddress.IPv4Network("127.128.0.0/9"))
     assert emulator.endpoint == f"http://127.0.0.1:{emulator.port}/v1"
     # Dask reads the variables into the same values as dask_config().
     from_env = dask.config.collect_env({k: v for k, v in env.items() if k.startswith("DASK_")})

@@ -1,0 +1,125 @@
+"""Failing nodes, data safety on scale-down, adaptivity, and mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, wait
+from distributed.security import Security
+
+from scherbelberg_dask import HetznerCluster
+from scherbelberg_dask.security.tls import ClusterCA
+from tests.cluster.conftest import assert_nothing_left, resources
+
+
+async def _until(predicate, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - remote state, bounded by the timeout
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def _worker_names(client: Client) -> list[str]:
+    info = await client.scheduler.identity()
+    return sorted(w["name"] for w in info["workers"].values())
+
+
+async def test_failed_boot_leaves_cluster_usable(cloud) -> None:  # type: ignore[no-untyped-def]
+    async with HetznerCluster(workers=1, prefix="boot", asynchronous=True) as cluster:
+        cloud.faults.fail_next_boots(1)
+        cluster.scale(2)
+        await _until(lambda: "worker001" in cluster.failures)
+        error = str(cluster.failures["worker001"])
+        assert "worker001" in error and "start" in error
+        await _until(lambda: len(resources(cloud, "boot")["servers"]) == 2)
+        assert "boot-node-worker001" not in {s["name"] for s in resources(cloud, "boot")["servers"]}
+        async with Client(cluster, asynchronous=True) as client:
+            assert await client.submit(sum, [1, 2]) == 3
+    assert_nothing_left(cloud)
+
+
+async def test_failed_dask_start_shows_log_tail(cloud) -> None:  # type: ignore[no-untyped-def]
+    # A worker option Dask rejects: the worker service starts, crashes and restarts.
+    async with HetznerCluster(
+        workers=0,
+        prefix="tail",
+        asynchronous=True,
+        timeouts={"dask": 8},
+        worker_options={"nthreads": "many"},
+    ) as cluster:
+        cluster.scale(1)
+        await _until(lambda: "worker000" in cluster.failures, timeout=180)
+        error = cluster.failures["worker000"]
+        assert "worker000" in str(error)
+        assert "last lines of its log" in str(error)
+        assert error.log_tail.strip()
+        await _until(lambda: len(resources(cloud, "tail")["servers"]) == 1)
+    assert_nothing_left(cloud)
+
+
+async def test_scale_down_keeps_data(cloud) -> None:  # type: ignore[no-untyped-def]
+    async with (
+        HetznerCluster(workers=2, prefix="keep", asynchronous=True) as cluster,
+        Client(cluster, asynchronous=True) as client,
+    ):
+        values = np.random.default_rng(42).random(400_000)
+        x = da.from_array(values, chunks=25_000)
+        await client.wait_for_workers(2)
+        persisted = client.persist(x)
+        await wait(persisted)
+        who_has = await client.who_has(persisted)
+        holders = {w for addrs in who_has.values() for w in addrs}
+        assert len(holders) == 2, "data should be spread over both workers"
+        cluster.scale(1)
+        await _until(lambda: len(resources(cloud, "keep")["servers"]) == 2)
+        assert await _worker_names(client) == ["worker000"]
+        assert await client.compute(persisted.sum()) == pytest.approx(values.sum())
+    assert_nothing_left(cloud)
+
+
+async def test_adapt_up_from_zero_and_down(cloud) -> None:  # type: ignore[no-untyped-def]
+    async with (
+        HetznerCluster(workers=0, prefix="adapt", asynchronous=True) as cluster,
+        Client(cluster, asynchronous=True) as client,
+    ):
+        cluster.adapt(minimum=0, maximum=2, interval="300ms", wait_count=2)
+        futures = client.map(lambda i: i * i, range(20))
+        assert sum(await client.gather(futures)) == sum(i * i for i in range(20))
+        assert len(resources(cloud, "adapt")["servers"]) >= 2
+        del futures
+        await _until(lambda: len(resources(cloud, "adapt")["servers"]) == 1)
+        assert await _worker_names(client) == []
+    assert_nothing_left(cloud)
+
+
+async def test_plain_tcp_and_foreign_ca_are_refused(cloud) -> None:  # type: ignore[no-untyped-def]
+    async with HetznerCluster(workers=0, prefix="tls", asynchronous=True) as cluster:
+        host_port = cluster.scheduler_address.removeprefix("tls://")
+        with pytest.raises((OSError, TimeoutError)):
+            await Client(f"tcp://{host_port}", asynchronous=True, timeout=5)
+
+        foreign = ClusterCA.create("intruder")
+        pair = foreign.issue("client", server=False)
+        tmp = cluster.context.state.path.parent / "intruder"
+        tmp.mkdir(mode=0o700)
+        (tmp / "ca.pem").write_bytes(foreign.cert_pem)
+        (tmp / "c.pem").write_bytes(pair.cert_pem)
+        (tmp / "c.key").write_bytes(pair.key_pem)
+        security = Security(
+            tls_ca_file=str(tmp / "ca.pem"),
+            tls_client_cert=str(tmp / "c.pem"),
+            tls_client_key=str(tmp / "c.key"),
+            require_encryption=True,
+        )
+        with pytest.raises((OSError, TimeoutError)):
+            await Client(cluster.scheduler_address, security=security, asynchronous=True, timeout=5)
+
+        # Our own client certificate works.
+        async with Client(cluster, asynchronous=True) as client:
+            identity = await client.scheduler.identity()
+            assert identity["address"].startswith("tls://")
+    assert_nothing_left(cloud)
