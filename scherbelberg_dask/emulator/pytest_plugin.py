@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +57,19 @@ def hetzner_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def hetzner_emulator_env(
-    hetzner_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    hetzner_emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[Emulator]:
-    """``hetzner_emulator`` with its bundle in ``os.environ`` and ``dask.config``."""
+    """``hetzner_emulator`` with its bundle in ``os.environ`` and ``dask.config``.
+
+    Cluster state (keys, certificates) goes to a temporary directory of the test, never
+    to the user's own data directory.
+    """
     import dask.config
 
     for name, value in hetzner_emulator.env().items():
         monkeypatch.setenv(name, value)
-    with dask.config.set(hetzner_emulator.dask_config()):
+    state_dir = tmp_path / "scherbelberg-state"
+    with dask.config.set(
+        {**hetzner_emulator.dask_config(), "scherbelberg.state-dir": str(state_dir)}
+    ):
         yield hetzner_emulator

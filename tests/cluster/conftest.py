@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import dask.config
 import pytest
 
 from scherbelberg_dask.emulator import Emulator
@@ -16,26 +12,9 @@ KINDS = ("servers", "networks", "firewalls", "ssh_keys")
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Emulator]:
-    """A running emulator; the test process's config and environment point at it.
-
-    The fixture also gives every test its own state directory.
-    """
-    with Emulator(profile="instant", ssh_port=_free_port()) as emulator:
-        env = emulator.env()
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with dask.config.set(
-                {**emulator.dask_config(), "scherbelberg.state-dir": str(tmp_path / "state")}
-            ):
-                yield emulator
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+def cloud(hetzner_emulator_env: Emulator) -> Emulator:
+    """A running emulator the test's config and environment point at (the public fixture)."""
+    return hetzner_emulator_env
 
 
 def resources(emulator: Emulator, prefix: str | None = None) -> dict[str, list[Any]]:
@@ -53,11 +32,3 @@ def resources(emulator: Emulator, prefix: str | None = None) -> dict[str, list[A
 def assert_nothing_left(emulator: Emulator, prefix: str | None = None) -> None:
     left = {kind: items for kind, items in resources(emulator, prefix).items() if items}
     assert not left, f"cloud resources left behind: {left}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
