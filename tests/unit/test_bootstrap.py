@@ -1,0 +1,83 @@
+"""Bootstrap profiles: chosen by image; the cloud profile's script, rendered but never run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
+from scherbelberg_dask.bootstrap.profiles import (
+    DASK_USER,
+    CloudProfile,
+    EmulatorProfile,
+    profile_for_image,
+)
+from scherbelberg_dask.security.sshkeys import SSHKeyPair
+
+ENV = NodeEnvironment("3.11", {"dask": "2026.8.0", "distributed": "2026.8.0"}, ("xarray>=2024",))
+
+
+@pytest.mark.parametrize(
+    ("image", "profile"),
+    [
+        ("scherbelberg-emulator", EmulatorProfile),
+        ("ubuntu-24.04", CloudProfile),
+        ("debian-12", CloudProfile),
+    ],
+)
+def test_profile_is_chosen_by_image(image: str, profile: type) -> None:
+    assert type(profile_for_image(image, ENV)) is profile
+
+
+def test_unknown_image_names_what_works() -> None:
+    with pytest.raises(ValueError, match=r"ubuntu-24\.04.*scherbelberg-emulator"):
+        profile_for_image("windows-2022", ENV)
+
+
+def test_cloud_script_pins_the_client_environment_and_hardens_ssh() -> None:
+    script = CloudProfile(ENV).script("worker")
+    assert "uv python install 3.11" in script
+    assert "dask==2026.8.0 distributed==2026.8.0 'xarray>=2024'" in script
+    assert f"User={DASK_USER}" in script and "Restart=always" in script
+    assert "PermitRootLogin no" in script and "PasswordAuthentication no" in script
+    assert "systemctl enable --now dask-worker" in script
+    if shutil.which("bash"):
+        # Syntax only (bash -n never executes anything).
+        checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_cloud_script_rejects_unknown_roles() -> None:
+    with pytest.raises(ValueError, match="role"):
+        CloudProfile(ENV).script("janitor")
+
+
+@pytest.mark.parametrize(("profile", "root"), [(EmulatorProfile, False), (CloudProfile, True)])
+def test_cloud_config_pins_host_key_and_user(profile: type, root: bool) -> None:
+    host_key = SSHKeyPair.generate("node")
+    login = SSHKeyPair.generate("cluster-key").public_openssh
+    text = profile(ENV).cloud_config(
+        host_key=host_key, authorized_key=login, hostname="c-node-worker000"
+    )
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    assert doc["ssh_keys"]["ed25519_public"].split()[:2] == host_key.public_openssh.split()[:2]
+    assert doc["users"][0]["name"] == DASK_USER
+    assert [k.split()[:2] for k in doc["users"][0]["ssh_authorized_keys"]] == [login.split()[:2]]
+    # The emulator profile never lets root in; the cloud profile locks root after setup.
+    assert doc["disable_root"] is (not root)
+
+
+def test_environment_mismatches_are_named() -> None:
+    probe = '{"python": "3.12", "packages": {"dask": "2026.8.0"}}'
+    problems = ENV.mismatches(probe)
+    assert problems == ["python 3.12 (client: 3.11)", "distributed missing (client: 2026.8.0)"]
+    local = NodeEnvironment.local()
+    result = subprocess.run(
+        [shutil.which("python3") or "python3", "-c", PROBE], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert isinstance(local.mismatches(result.stdout), list)
