@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import dask.array as da
 import numpy as np
@@ -11,7 +12,9 @@ from distributed import Client, wait
 from distributed.security import Security
 
 from scherbelberg_dask import HetznerCluster
+from scherbelberg_dask.security.sshkeys import SSHKeyPair
 from scherbelberg_dask.security.tls import ClusterCA
+from scherbelberg_dask.ssh import HostKeyMismatchError, SSHAuthError, connect
 from tests.cluster.conftest import assert_nothing_left, resources
 
 
@@ -122,4 +125,34 @@ async def test_plain_tcp_and_foreign_ca_are_refused(cloud) -> None:  # type: ign
         async with Client(cluster, asynchronous=True) as client:
             identity = await client.scheduler.identity()
             assert identity["address"].startswith("tls://")
+    assert_nothing_left(cloud)
+
+
+async def test_root_login_refused_and_host_keys_pinned(cloud) -> None:  # type: ignore[no-untyped-def]
+    async with HetznerCluster(workers=0, prefix="pin", asynchronous=True) as cluster:
+        node = cluster.scheduler_node
+        assert node is not None and await node.ping_ssh()
+        result = await node.run("echo $USER")
+        assert result.stdout.strip() == "dask"
+        # Root may not log in, not even with the cluster's key.
+        with pytest.raises(SSHAuthError):
+            await connect(dataclasses.replace(node.ssh, username="root"), timeout=10)
+        # A host key other than the pinned one is refused before anything is sent.
+        state = cluster.context.state
+        hosts = [node.public_ip, node.private_ip]
+        state.set_known_host(hosts, node.ssh.port, SSHKeyPair.generate("x").public_openssh)
+        with pytest.raises(HostKeyMismatchError):
+            await connect(node.ssh, timeout=10)
+        assert not await node.ping_ssh()
+    assert_nothing_left(cloud)
+
+
+async def test_from_existing_awaited_asynchronously(cloud) -> None:  # type: ignore[no-untyped-def]
+    async with HetznerCluster(workers=1, prefix="await", asynchronous=True) as owner:
+        attached = await HetznerCluster.from_existing("await", asynchronous=True)
+        assert sorted(attached.worker_spec) == ["worker000"]
+        assert attached.scheduler_address == owner.scheduler_address
+        await attached.close()
+        # Closing the attached handle leaves the cluster running.
+        assert len(resources(cloud, "await")["servers"]) == 2
     assert_nothing_left(cloud)
