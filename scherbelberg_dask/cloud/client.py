@@ -220,7 +220,12 @@ class CloudClient:
                 raise
             existing = await self.get_all(f"/{kind}", kind, {"name": body["name"]})
             labels = body.get("labels") or {}
-            mine = [r for r in existing if labels.items() <= (r.get("labels") or {}).items()]
+            mine = [
+                r
+                for r in existing
+                if labels.items() <= (r.get("labels") or {}).items()
+                and r.get("status") != "deleting"
+            ]
             if mine:
                 logger.debug("adopting %s %s after %s", kind, body["name"], exc.code)
                 return {kind.rstrip("s"): mine[0], "adopted": True}

@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+import dask.config
+from dask.utils import parse_timedelta
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
@@ -234,6 +236,18 @@ class HetznerCluster(SpecCluster):
     def _new_worker_name(self, worker_number: int) -> str:
         return f"worker{worker_number:03d}"
 
+    def new_worker_spec(self) -> dict[str, dict[str, Any]]:
+        """The next worker's name and spec; names are never reused within a cluster.
+
+        A reused name would be a reused server name, and the old server may still be
+        being deleted.
+        """
+        while True:
+            name = self._new_worker_name(self._i)
+            self._i += 1
+            if name not in self.worker_spec and name not in self.workers:
+                return {name: dict(self.new_spec)}
+
     async def _start(self) -> None:
         if self.status != Status.created:
             return await super()._start()
@@ -244,6 +258,7 @@ class HetznerCluster(SpecCluster):
             else:
                 await ctx.create()
                 self._remember_settings()
+                self._i = max(self._i, len(self.worker_spec))
                 for name in self.worker_spec:  # start worker servers alongside the scheduler
                     ctx.provision(name, "worker")
             self._advertise_resources()
@@ -412,6 +427,35 @@ class HetznerCluster(SpecCluster):
     def nuke(cls, prefix: str | None = None, **kwargs: Any) -> dict[str, int]:
         """Delete every labelled resource of cluster ``prefix`` (see :func:`nuke`)."""
         return _nuke(prefix, **kwargs)
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        """Dask's bookkeeping, plus: a worker whose server died is replaced.
+
+        When the scheduler loses a worker, SpecCluster waits
+        ``distributed.deploy.lost-worker-timeout`` for it to come back (a rebooting
+        server's service restarts and re-registers under the same name) and then closes
+        it, which deletes its server.  If that worker is still wanted by the spec (it was
+        lost, not scaled away), a new worker takes its place, so the cluster keeps the
+        size it was asked for.
+        """
+        name = None
+        if op == "remove":
+            name = self.scheduler_info["workers"].get(msg, {}).get("name")
+        super()._update_worker_status(op, msg)
+        if name is None or (self.context.owner is False and not self._attached):
+            return
+        delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+        asyncio.get_running_loop().call_later(delay, self._replace_if_lost, name)
+
+    def _replace_if_lost(self, name: str) -> None:
+        if self.status != Status.running or name not in self.worker_spec:
+            return  # scaled away or closing: nothing to replace
+        if name in self.workers:
+            return  # it came back (e.g. after a reboot)
+        logger.warning("Worker %s was lost; starting a replacement.", name)
+        del self.worker_spec[name]
+        self.worker_spec.update(self.new_worker_spec())
+        self._correct_state()
 
     async def _correct_state_internal(self) -> None:
         """Dask's reconciliation, tolerant of nodes that fail to come up.

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 
 import dask.array as da
+import dask.config
 import numpy as np
 import pytest
 from distributed import Client, wait
@@ -156,3 +157,35 @@ async def test_from_existing_awaited_asynchronously(cloud) -> None:  # type: ign
         # Closing the attached handle leaves the cluster running.
         assert len(resources(cloud, "await")["servers"]) == 2
     assert_nothing_left(cloud)
+
+
+async def test_lost_worker_is_replaced_and_rebooted_worker_returns(cloud) -> None:  # type: ignore[no-untyped-def]
+    import hcloud
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "60s"}):
+        async with (
+            HetznerCluster(workers=2, prefix="heal", asynchronous=True) as cluster,
+            Client(cluster, asynchronous=True) as client,
+        ):
+            by_name = {s["name"]: s for s in resources(cloud, "heal")["servers"]}
+            api = hcloud.Client(token=cloud.token, api_endpoint=cloud.endpoint, poll_interval=0.1)
+
+            # A reboot: the worker's service comes back and re-registers as itself.
+            server = api.servers.get_by_id(by_name["heal-node-worker000"]["id"])
+            await asyncio.to_thread(lambda: server.reboot().wait_until_finished())
+            await _until(lambda: len(cluster.scheduler_info["workers"]) == 2, timeout=120)
+            assert await _worker_names(client) == ["worker000", "worker001"]
+
+            # A crash: the server is gone for good; a new worker takes its place once the
+            # lost-worker timeout (read when the worker is lost) has passed.
+            dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"})
+            cloud.faults.crash_server(by_name["heal-node-worker001"]["id"])
+            await _until(lambda: "heal-node-worker002" in _server_names(cloud), timeout=120)
+            await client.wait_for_workers(2, timeout=120)
+            await _until(lambda: "heal-node-worker001" not in _server_names(cloud), timeout=60)
+            assert await _worker_names(client) == ["worker000", "worker002"]
+    assert_nothing_left(cloud)
+
+
+def _server_names(cloud) -> set[str]:  # type: ignore[no-untyped-def]
+    return {s["name"] for s in resources(cloud, "heal")["servers"]}
