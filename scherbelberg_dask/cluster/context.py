@@ -36,7 +36,7 @@ from scherbelberg_dask.state.statedir import StateDir
 logger = logging.getLogger(__name__)
 
 
-class ClusterExistsError(RuntimeError):
+class ClusterExistsError(ValueError):
     """A cluster of this prefix already has resources in the project."""
 
 
