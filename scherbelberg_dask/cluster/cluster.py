@@ -14,6 +14,7 @@ from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
+from scherbelberg_dask import config
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
@@ -149,6 +150,8 @@ class HetznerCluster(SpecCluster):
         self.context = ClusterContext(self.settings, token=token, endpoint=api_endpoint)
         self._attached = _attach
         self._tunnel_conn: SSHConnection | None = None
+        #: Worker name → how many workers in a row failed to boot for its slot.
+        self._boot_attempts: dict[str, int] = {}
         self._dashboard_port: int | None = None
         worker = {"cls": HetznerWorker, "options": {"context": self.context}}
         initial = (
@@ -460,8 +463,10 @@ class HetznerCluster(SpecCluster):
     async def _correct_state_internal(self) -> None:
         """Dask's reconciliation, tolerant of nodes that fail to come up.
 
-        A failed node has already been deleted; it is dropped from the spec and reported
-        (logged, and kept in :attr:`failures`), and the cluster goes on with the others.
+        A failed node has already been deleted; it is reported (logged, and kept in
+        :attr:`failures`) and replaced by a new worker, at most
+        ``scherbelberg.boot-retries`` times in a row, so that the cluster reaches the size
+        it was asked for if the cloud lets it.
         """
         to_close = set(self.workers) - set(self.worker_spec)
         if to_close and self.scheduler_comm is not None and self.status == Status.running:
@@ -471,15 +476,29 @@ class HetznerCluster(SpecCluster):
         try:
             await super()._correct_state_internal()
         except Exception as exc:
-            failed = [n for n, w in self.workers.items() if w.status != Status.running]
-            failed += [n for n in self.worker_spec if n in self.context.failures]
+            failed = {n for n, w in self.workers.items() if w.status != Status.running}
+            failed |= {n for n in self.worker_spec if n in self.context.failures}
             if not failed or self.scheduler is None:
                 raise
-            for name in set(failed):
+            budget = int(config.get("boot-retries"))
+            for name in sorted(failed):
                 worker = self.workers.pop(name, None)
                 if worker is not None:
                     worker.status = Status.failed
                 self.worker_spec.pop(name, None)
-                logger.error(
-                    "Worker %s failed to start: %s", name, self.context.failures.get(name, exc)
-                )
+                error = self.context.failures.get(name, exc)
+                attempt = self._boot_attempts.pop(name, 1)
+                if attempt <= budget and self.status == Status.running:
+                    replacement = self.new_worker_spec()
+                    self._boot_attempts[next(iter(replacement))] = attempt + 1
+                    self.worker_spec.update(replacement)
+                    logger.error(
+                        "Worker %s failed to start; replacing it with %s: %s",
+                        name,
+                        next(iter(replacement)),
+                        error,
+                    )
+                else:
+                    logger.error("Worker %s failed to start: %s", name, error)
+            if any(n not in self.workers for n in self.worker_spec):
+                self._correct_state()
