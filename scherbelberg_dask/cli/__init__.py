@@ -1,7 +1,14 @@
 """The command line: ``python -m scherbelberg_dask VERB`` (or ``scherbelberg-dask VERB``).
 
 The CLI is a thin layer over the public Python API (DESIGN §1); it adds no logic of its
-own.  Expected errors print one clear line and exit non-zero; tracebacks only at DEBUG.
+own.  Log lines go to stderr, results to stdout.  Expected errors print one clear line
+and exit non-zero; tracebacks only at DEBUG.  The API token is never printed.
+
+Verbs live in their own modules: :mod:`~scherbelberg_dask.cli.create`,
+:mod:`~scherbelberg_dask.cli.inspect` (``ls``, ``logs``, ``catalog``),
+:mod:`~scherbelberg_dask.cli.remote` (``ssh``, ``scp``, ``dashboard``),
+:mod:`~scherbelberg_dask.cli.lifecycle` (``destroy``, ``nuke``, ``scale``),
+:mod:`~scherbelberg_dask.cli.demo` and the emulator's own CLI.
 """
 
 from __future__ import annotations
@@ -11,14 +18,33 @@ import logging
 import sys
 
 from scherbelberg_dask._version import __version__
-from scherbelberg_dask.cli import demo
-from scherbelberg_dask.cli.logs import setup_logging
+from scherbelberg_dask.cli import create, demo, inspect, lifecycle, remote
+from scherbelberg_dask.cli.common import PROG, cluster_parent, common_parent
+from scherbelberg_dask.cli.logs import LEVELS, setup_logging
 from scherbelberg_dask.cloud.errors import CloudError
 
 logger = logging.getLogger(__name__)
 
-#: Errors users cause or meet (bad input, missing token, unreachable endpoint, ...).
-EXPECTED_ERRORS = (CloudError, ValueError, LookupError, TimeoutError, PermissionError)
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors users cause or meet (bad input, no such cluster, missing token, unreachable
+    endpoint, a node that failed to start, ...): one line, no traceback."""
+    from scherbelberg_dask.bootstrap.profiles import BootstrapError
+    from scherbelberg_dask.cluster.context import ClusterExistsError
+    from scherbelberg_dask.cluster.provision import NodeStartError
+    from scherbelberg_dask.ssh import SSHError
+
+    return (
+        CloudError,
+        ValueError,
+        LookupError,
+        TimeoutError,
+        OSError,
+        SSHError,
+        ClusterExistsError,
+        NodeStartError,
+        BootstrapError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,46 +52,96 @@ def build_parser() -> argparse.ArgumentParser:
     from scherbelberg_dask.emulator import cli as emulator_cli
 
     parser = argparse.ArgumentParser(
-        prog="scherbelberg-dask",
-        description="Dask clusters on Hetzner Cloud, and a local Hetzner Cloud emulator.",
+        prog=PROG,
+        description=(
+            "Dask clusters on Hetzner Cloud, and a local Hetzner Cloud emulator. The API "
+            "token comes from HCLOUD_TOKEN, the endpoint from HCLOUD_ENDPOINT."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "-l",
         "--log-level",
         default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="how much to log on stderr (default: INFO)",
+        type=str.upper,
+        choices=LEVELS,
+        metavar="LEVEL",
+        help="how much to log on stderr: DEBUG, INFO, WARNING or ERROR (default: INFO)",
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    common = common_parent()
+    on_cluster = [common, cluster_parent()]
+    create.register(verbs.add_parser, on_cluster)
+    inspect.register(verbs.add_parser, on_cluster)
+    remote.register(verbs.add_parser, on_cluster)
+    lifecycle.register(verbs.add_parser, on_cluster)
+    inspect.register_catalog(verbs.add_parser, [common])
+
     emulator = verbs.add_parser(
-        "emulator", help="run a local Hetzner Cloud emulator in the foreground"
+        "emulator",
+        parents=[common],
+        help="run a local Hetzner Cloud emulator in the foreground",
+        description=(
+            "Run a local Hetzner Cloud emulator until Ctrl-C. It first prints 'export ...' "
+            "lines that point this CLI (and hcloud) at it; paste them into another shell."
+        ),
     )
     emulator_cli.add_arguments(emulator)
     emulator.set_defaults(run=emulator_cli.run)
     demo_parser = verbs.add_parser(
-        "demo", help="create a cluster on an in-process emulator, compute, scale, close"
+        "demo",
+        parents=[common],
+        help="create a cluster on an in-process emulator, compute, scale, close",
+        description=(
+            "A whole cluster lifecycle with real Dask work on a private, in-process "
+            "emulator: nothing to set up, nothing left behind."
+        ),
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
     return parser
 
 
+def _is_expected(exc: BaseException) -> bool:
+    """True if ``exc`` or an error it was raised from is one users cause or meet."""
+    expected = expected_errors()
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, expected):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _log_prefix(args: argparse.Namespace) -> str:
+    if "prefix" not in args:
+        return "scherbelberg"
+    from scherbelberg_dask import config
+
+    return str(args.prefix or config.get("prefix"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, prefix=_log_prefix(args))
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
         if args.log_level == "DEBUG":
-            logger.exception("failed")
-        first = str(exc).strip().splitlines() or [type(exc).__name__]
-        print(f"error: {first[0]}", file=sys.stderr)
-        rest = str(exc).strip().splitlines()[1:]
-        if rest:
-            print("\n".join(rest), file=sys.stderr)
+            logger.exception("%s failed", args.verb)
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        if _is_expected(exc):
+            print(f"error: {lines[0]}", file=sys.stderr)
+            if len(lines) > 1:
+                print("\n".join(lines[1:]), file=sys.stderr)
+        else:
+            print(
+                f"error: unexpected {type(exc).__name__}: {lines[0]} "
+                "(run with -l DEBUG for the traceback, and please report it)",
+                file=sys.stderr,
+            )
         return 1

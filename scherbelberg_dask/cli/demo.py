@@ -20,10 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers to start with")
     parser.add_argument("--scale-to", type=int, default=4, help="workers to scale up to")
     parser.add_argument("--size", type=int, default=2000, help="matrix size for the work")
+    parser.add_argument(
+        "--prefix", default="demo", help="name of the demo cluster (default: %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo(args.workers, args.scale_to, args.size))
+    return asyncio.run(_demo(args.workers, args.scale_to, args.size, args.prefix))
 
 
 async def _step(what: str, action: Callable[[], Awaitable[Any]]) -> Any:
@@ -43,7 +46,7 @@ async def _wait_workers(client: Any, count: int, timeout: float = 120) -> None:
     await asyncio.wait_for(settled(), timeout)
 
 
-async def _demo(workers: int, scale_to: int, size: int) -> int:
+async def _demo(workers: int, scale_to: int, size: int, prefix: str = "demo") -> int:
     import dask.array as da
     from distributed import Client
 
@@ -61,7 +64,7 @@ async def _demo(workers: int, scale_to: int, size: int) -> int:
                 cluster = await _step(
                     f"create cluster: scheduler + {workers} workers",
                     lambda: HetznerCluster(
-                        workers=workers, prefix="demo", asynchronous=True, state_dir=state_dir
+                        workers=workers, prefix=prefix, asynchronous=True, state_dir=state_dir
                     ).__aenter__(),
                 )
                 try:

@@ -488,7 +488,8 @@ class HetznerCluster(SpecCluster):
                 self.worker_spec.pop(name, None)
                 error = self.context.failures.get(name, exc)
                 attempt = self._boot_attempts.pop(name, 1)
-                if attempt <= budget and self.status == Status.running:
+                transient = getattr(error, "transient", False)
+                if transient and attempt <= budget and self.status == Status.running:
                     replacement = self.new_worker_spec()
                     self._boot_attempts[next(iter(replacement))] = attempt + 1
                     self.worker_spec.update(replacement)

@@ -212,6 +212,9 @@ class ClusterContext:
         task = self._tasks.get(name)
         if task is None:
             task = asyncio.create_task(self._provision(name, role), name=f"provision-{name}")
+            # The error is kept in `failures` (and raised to whoever awaits the task); a
+            # task nobody awaited (its cluster failed first) must not be reported again.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._tasks[name] = task
         return task
 

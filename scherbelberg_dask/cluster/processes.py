@@ -12,8 +12,10 @@ from typing import Any
 
 from distributed.deploy.spec import ProcessInterface
 
+from scherbelberg_dask import config
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
+from scherbelberg_dask.cluster.provision import NodeStartError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,21 @@ class HetznerScheduler(HetznerNode):
 
     def __init__(self, *, context: ClusterContext, **kwargs: Any) -> None:
         super().__init__(context=context, name="scheduler", **kwargs)
+
+    async def start(self) -> None:
+        """Bring the scheduler's server up; a server that fails to boot is replaced.
+
+        At most ``scherbelberg.boot-retries`` more servers are tried (the failed one is
+        already deleted, so the name is free again).
+        """
+        retries = int(config.get("boot-retries"))
+        for attempt in range(retries + 1):
+            try:
+                return await super().start()
+            except NodeStartError as exc:
+                if attempt == retries or not exc.transient:
+                    raise
+                logger.error("Scheduler failed to come up; trying a new server: %s", exc)
 
     def _addresses(self, node: Node) -> None:
         port = self.context.settings.ports.scheduler

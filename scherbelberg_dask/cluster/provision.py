@@ -31,15 +31,28 @@ class NodeStartError(RuntimeError):
         The node's name (``scheduler``, ``worker003``, ...).
     log_tail
         The last lines of the node's setup and service logs, if they could be fetched.
+    phase
+        Where it failed: ``create``, ``boot`` and ``ssh`` are the cloud's doing (another
+        server may well work); ``setup`` and ``dask`` are the node's (another would fail
+        the same way).
     """
 
-    def __init__(self, node: str, message: str, log_tail: str = "") -> None:
+    #: Phases in which a new server may succeed where this one failed.
+    TRANSIENT = ("create", "boot", "ssh")
+
+    def __init__(self, node: str, message: str, log_tail: str = "", phase: str = "") -> None:
         text = f"node {node}: {message}"
         if log_tail.strip():
             text += "\n--- last lines of its log ---\n" + log_tail.rstrip()
         super().__init__(text)
         self.node = node
         self.log_tail = log_tail
+        self.phase = phase
+
+    @property
+    def transient(self) -> bool:
+        """True if a new server might come up where this one did not."""
+        return self.phase in self.TRANSIENT
 
 
 async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
@@ -70,28 +83,30 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
     try:
         server, actions = await cloud.create_server(body)
     except Exception as exc:
-        raise NodeStartError(name, f"creating server {server_name} failed: {exc}") from exc
+        raise NodeStartError(
+            name, f"creating server {server_name} failed: {exc}", phase="create"
+        ) from exc
     hosts = [ip for ip in (server.public_ip, *server.private_ips) if ip]
     ctx.state.set_known_host(hosts, settings.ssh_port, host_key.public_openssh)
-    if role == "scheduler":
-        ctx.set_scheduler_contact(server)
     conn: SSHConnection | None = None
-    step = f"waiting for server {server_name} to start"
+    step, phase = f"waiting for server {server_name} to start", "boot"
     try:
         logger.info("%s Waiting for server to start ...", tag)
         await cloud.wait_actions(actions, timeout=settings.timeouts.server, what=step)
-        step = "waiting for SSH"
+        if role == "scheduler":  # booted: workers may now learn where it is
+            ctx.set_scheduler_contact(server)
+        step, phase = "waiting for SSH", "ssh"
         target = ctx.ssh_target(server, profile.setup_user, name)
         conn = await wait_for_ssh(
             target,
             timeout=settings.timeouts.ssh,
             on_progress=logger.info,
         )
-        step = "waiting for the scheduler's address"
+        step, phase = "waiting for the scheduler's address", "setup"
         scheduler_address = await asyncio.wait_for(
             asyncio.shield(ctx.scheduler_contact()), settings.timeouts.server
         )
-        step = "setting up the node"
+        step, phase = "setting up the node", "setup"
         logger.info("%s Bootstrapping ...", tag)
         node_conf = {
             "role": role,
@@ -112,7 +127,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
             profile.setup(conn, role=role, files=ctx.node_files(name), node=node_conf),
             settings.timeouts.bootstrap,
         )
-        step = f"waiting for the dask {role} to come up"
+        step, phase = f"waiting for the dask {role} to come up", "dask"
         address = await profile.wait_ready(conn, role=role, timeout=settings.timeouts.dask)
         logger.info("%s Dask %s up at %s (%.1f s).", tag, role, address, time.monotonic() - started)
     except BaseException as exc:
@@ -126,7 +141,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
         ctx.forget_host(server)
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
             raise
-        raise NodeStartError(name, f"{step} failed: {exc}", tail) from exc
+        raise NodeStartError(name, f"{step} failed: {exc}", tail, phase) from exc
     finally:
         if conn is not None:
             await conn.close()

@@ -15,12 +15,15 @@ import logging
 from typing import Any
 
 from scherbelberg_dask.cloud.client import CloudClient
+from scherbelberg_dask.cloud.errors import CloudError
 from scherbelberg_dask.cloud.labels import cluster_labels, cluster_selector
 
 logger = logging.getLogger(__name__)
 
 #: Resource kinds in the order they must be deleted (servers hold the others).
 KINDS = ("servers", "firewalls", "networks", "ssh_keys")
+#: Rounds of list-and-delete before giving up on a cluster that keeps growing.
+_ROUNDS = 4
 
 
 @dataclasses.dataclass
@@ -111,20 +114,39 @@ async def delete_cluster(cloud: CloudClient, prefix: str, *, timeout: float) -> 
     """Delete every resource labelled as belonging to cluster ``prefix``.
 
     Servers go first (and are waited for), then firewalls, networks and SSH keys.
-    Resources of other clusters are never touched, whatever their names.  Returns how
-    many resources of each kind were deleted.
+    Resources of other clusters are never touched, whatever their names.  A server whose
+    create was still under way when the listing was made (an interrupted start) is caught
+    by listing again until nothing is left, a few rounds at most.  Returns how many
+    resources of each kind were deleted.
     """
     deleted = dict.fromkeys(KINDS, 0)
-    resources = await find_resources(cloud, prefix)
-    answers = await asyncio.gather(
-        *(cloud.delete("servers", s["id"]) for s in resources["servers"])
-    )
-    actions = [a["action"]["id"] for a in answers if a and a.get("action")]
-    deleted["servers"] = sum(1 for a in answers if a is not None)
-    await cloud.wait_actions(actions, timeout=timeout, what=f"servers of cluster {prefix!r}")
-    for kind in KINDS[1:]:
-        results = await asyncio.gather(*(cloud.delete(kind, r["id"]) for r in resources[kind]))
-        deleted[kind] = sum(1 for r in results if r is not None)
+    for _ in range(_ROUNDS):
+        resources = await find_resources(cloud, prefix)
+        if not any(resources.values()):
+            break
+        answers = await asyncio.gather(
+            *(cloud.delete("servers", s["id"]) for s in resources["servers"])
+        )
+        actions = [a["action"]["id"] for a in answers if a and a.get("action")]
+        deleted["servers"] += sum(1 for a in answers if a is not None)
+        await cloud.wait_actions(actions, timeout=timeout, what=f"servers of cluster {prefix!r}")
+        for kind in KINDS[1:]:
+            results = await asyncio.gather(
+                *(cloud.delete(kind, r["id"]) for r in resources[kind]), return_exceptions=True
+            )
+            deleted[kind] += sum(
+                1 for r in results if r is not None and not isinstance(r, BaseException)
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors and not all(getattr(e, "code", None) == "resource_in_use" for e in errors):
+                raise errors[0]
+    else:
+        left = await find_resources(cloud, prefix)
+        if any(left.values()):
+            counts = ", ".join(f"{len(v)} {k}" for k, v in left.items() if v)
+            raise CloudError(
+                f"cluster {prefix!r} still has {counts} after deleting; run nuke again"
+            )
     for kind, count in deleted.items():
         if count:
             logger.info("Deleted %d %s of cluster %s", count, kind.replace("_", " "), prefix)

@@ -51,23 +51,22 @@ async def test_failed_boot_is_replaced(cloud) -> None:  # type: ignore[no-untype
 
 async def test_failed_dask_start_shows_log_tail(cloud) -> None:  # type: ignore[no-untyped-def]
     # A worker option Dask rejects: the worker service starts, crashes and restarts.
-    # (No replacements: they would fail the same way.)
-    with dask.config.set({"scherbelberg.boot-retries": 0}):
-        async with HetznerCluster(
-            workers=0,
-            prefix="tail",
-            asynchronous=True,
-            timeouts={"dask": 8},
-            worker_options={"nthreads": "many"},
-        ) as cluster:
-            cluster.scale(1)
-            await _until(lambda: "worker000" in cluster.failures, timeout=180)
-            error = cluster.failures["worker000"]
-            assert "worker000" in str(error)
-            assert "last lines of its log" in str(error)
-            assert "Error" in error.log_tail  # the crash of the Dask process
-            await _until(lambda: len(resources(cloud, "tail")["servers"]) == 1)
-            assert not cluster.worker_spec
+    # A failure of the node itself is not retried: a new server would fail the same way.
+    async with HetznerCluster(
+        workers=0,
+        prefix="tail",
+        asynchronous=True,
+        timeouts={"dask": 8},
+        worker_options={"nthreads": "many"},
+    ) as cluster:
+        cluster.scale(1)
+        await _until(lambda: "worker000" in cluster.failures, timeout=180)
+        error = cluster.failures["worker000"]
+        assert "worker000" in str(error)
+        assert "last lines of its log" in str(error)
+        assert "Error" in error.log_tail  # the crash of the Dask process
+        await _until(lambda: len(resources(cloud, "tail")["servers"]) == 1)
+        assert not cluster.worker_spec
     assert_nothing_left(cloud)
 
 

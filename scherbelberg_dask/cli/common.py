@@ -1,0 +1,166 @@
+"""What the verbs share: common options, the cluster prefix, attaching, finding a node."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from scherbelberg_dask import config
+from scherbelberg_dask.cli.logs import LEVELS
+
+if TYPE_CHECKING:
+    from scherbelberg_dask.cluster.context import ClusterContext
+    from scherbelberg_dask.cluster.node import Node
+
+logger = logging.getLogger(__name__)
+
+#: The console script's name, for hints that show a command.
+PROG = "scherbelberg-dask"
+
+#: ``add_parser`` of the verbs' sub-parser group.
+AddParser = Callable[..., argparse.ArgumentParser]
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_defaults() -> dict[str, Any]:
+    text = files("scherbelberg_dask").joinpath("scherbelberg.yaml").read_text()
+    return dict(yaml.safe_load(text)["scherbelberg"])
+
+
+def builtin_default(key: str) -> Any:
+    """The package's own default of config key ``key`` (not the user's config).
+
+    Help texts show it, so that ``--help`` and the CLI reference are the same everywhere.
+    """
+    value: Any = _builtin_defaults()
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def default_help(text: str, key: str) -> str:
+    """``text`` with ``(default: <builtin>, or config scherbelberg.<key>)``."""
+    value = builtin_default(key)
+    shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+    return f"{text} (default: {shown}, or config scherbelberg.{key})"
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """Options every verb takes after its name (``-l``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-l",
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default=argparse.SUPPRESS,
+        metavar="LEVEL",
+        help="how much to log on stderr: DEBUG, INFO, WARNING or ERROR (default: INFO)",
+    )
+    return parent
+
+
+def cluster_parent() -> argparse.ArgumentParser:
+    """Options of every verb that works on one cluster (``--prefix``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--prefix",
+        default=None,
+        help=default_help("name of the cluster", "prefix"),
+    )
+    return parent
+
+
+def prefix_of(args: argparse.Namespace) -> str:
+    """The validated cluster prefix of the command line (or the configured default)."""
+    from scherbelberg_dask.cloud.labels import validate_prefix
+
+    return validate_prefix(getattr(args, "prefix", None) or config.get("prefix"))
+
+
+def _known_clusters(prefix: str) -> str:
+    from scherbelberg_dask.state import list_prefixes
+
+    try:
+        others = [p for p in list_prefixes() if p != prefix]
+    except OSError:
+        return ""
+    return f" (clusters created on this machine: {', '.join(others)})" if others else ""
+
+
+@contextlib.asynccontextmanager
+async def attached(prefix: str) -> AsyncIterator[ClusterContext]:
+    """The running cluster ``prefix`` (found without connecting to Dask); closed after use.
+
+    Raises
+    ------
+    ClusterNotFoundError
+        No such cluster; the message names the clusters that do exist here.
+    """
+    from scherbelberg_dask.cluster.cluster import HetznerCluster
+    from scherbelberg_dask.cluster.context import ClusterNotFoundError
+
+    try:
+        context = await HetznerCluster.attach_context(prefix)
+    except ClusterNotFoundError as exc:
+        raise ClusterNotFoundError(f"{exc}{_known_clusters(prefix)}") from None
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+def find_node(context: ClusterContext, name: str) -> Node:
+    """Node ``name`` (``scheduler``, ``worker000`` or the server's full name)."""
+    nodes = context.nodes
+    if name in nodes:
+        return nodes[name]
+    for node in nodes.values():
+        if node.server_name == name:
+            return node
+    raise LookupError(
+        f"cluster {context.prefix!r} has no node {name!r}; its nodes: {', '.join(sorted(nodes))}"
+    )
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout."""
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def table(header: list[str], rows: list[list[str]], *, right: set[int] | None = None) -> str:
+    """A plain text table: columns separated by two spaces; ``right`` columns aligned right."""
+    right = right or set()
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join(line(row) for row in [header, *rows])
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+async def close_cluster(cluster: Any) -> None:
+    """Close a cluster handle from async code (``close()`` is typed for both modes)."""
+    result = cluster.close()
+    if result is not None:
+        await result

@@ -1,0 +1,177 @@
+"""``create``: make a cluster and leave it running for other commands and processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+from scherbelberg_dask.cli import progress
+from scherbelberg_dask.cli.common import (
+    PROG,
+    AddParser,
+    close_cluster,
+    default_help,
+    plural,
+    prefix_of,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Bounded waits a user can change (``--timeout-<key>``), with what they bound.
+TIMEOUTS = {
+    "server": "a server to be created and running",
+    "ssh": "the first SSH login to a server",
+    "bootstrap": "setting up a node (installing Python and Dask)",
+    "dask": "a Dask scheduler or worker to come up",
+    "delete": "deleting resources",
+}
+
+
+def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    """Add the ``create`` verb."""
+    parser = add_parser(
+        "create",
+        parents=parents,
+        help="create a cluster and leave it running",
+        description=(
+            "Create a cluster (a scheduler server plus worker servers), wait until Dask runs "
+            "on every node, and exit; the cluster keeps running until 'destroy'. Server "
+            "types, image and location are checked against the live catalog before "
+            "anything is made, and a failed create removes what it made."
+        ),
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help=default_help("number of workers", "workers"),
+    )
+    parser.add_argument(
+        "--worker",
+        dest="worker_type",
+        metavar="TYPE",
+        help=default_help("server type of the workers", "worker-type"),
+    )
+    parser.add_argument(
+        "--scheduler",
+        dest="scheduler_type",
+        metavar="TYPE",
+        help=default_help("server type of the scheduler", "scheduler-type"),
+    )
+    parser.add_argument("--image", help=default_help("server image", "image"))
+    parser.add_argument("--location", help=default_help("Hetzner location", "location"))
+    parser.add_argument(
+        "--package",
+        dest="packages",
+        action="append",
+        metavar="SPEC",
+        help="extra pip requirement installed on every node (repeatable)",
+    )
+    parser.add_argument(
+        "--allowed-cidr",
+        dest="allowed_cidrs",
+        action="append",
+        metavar="CIDR",
+        help=default_help(
+            "network that may reach SSH and the scheduler port (repeatable)", "allowed-cidrs"
+        ),
+    )
+    for key, what in TIMEOUTS.items():
+        parser.add_argument(
+            f"--timeout-{key}",
+            type=float,
+            metavar="SECONDS",
+            help=default_help(f"longest wait for {what}", f"timeouts.{key}"),
+        )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create the cluster; return the exit status."""
+    try:
+        return asyncio.run(_create(args))
+    except asyncio.CancelledError:  # SIGTERM; what was made is removed
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _cancel_on_sigterm() -> Iterator[None]:
+    """SIGTERM cancels the current task, as Ctrl-C does, so that cleanup runs."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    try:
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError):  # no signal handlers here (Windows)
+        task = None
+    try:
+        yield
+    finally:
+        if task is not None:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _create(args: argparse.Namespace) -> int:
+    from scherbelberg_dask.cluster.cluster import HetznerCluster
+
+    timeouts = {
+        key: value for key in TIMEOUTS if (value := getattr(args, f"timeout_{key}")) is not None
+    }
+    cluster = HetznerCluster(
+        workers=args.workers,
+        prefix=prefix_of(args),
+        scheduler_type=args.scheduler_type,
+        worker_type=args.worker_type,
+        image=args.image,
+        location=args.location,
+        allowed_cidrs=args.allowed_cidrs,
+        packages=args.packages,
+        timeouts=timeouts or None,
+        shutdown_on_close=False,
+        asynchronous=True,
+    )
+    prefix = cluster.prefix
+    wanted = cluster.settings.workers
+
+    def nodes_done() -> int:
+        up = (cluster.scheduler_node is not None) + len(cluster.worker_nodes)
+        return up + len(cluster.failures)
+
+    try:
+        with _cancel_on_sigterm():
+            async with progress.tracking("nodes up", 1 + wanted, nodes_done):
+                await cluster
+    except BaseException:
+        # Dask already removed a cluster whose start failed; an interrupted start needs
+        # this close (it deletes everything this process made; a clash made nothing).
+        if cluster.context.owner:
+            logger.info("Removing what was created of cluster %s ...", prefix)
+            await close_cluster(cluster)
+        raise
+    failures = cluster.failures
+    workers = len(cluster.worker_nodes)
+    await cluster.detach()
+    for name, error in sorted(failures.items()):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        logger.error("Worker %s did not come up: %s", name, first)
+    if failures:
+        print(
+            f"error: cluster {prefix} is running with {workers} of {plural(wanted, 'worker')}; "
+            f"add workers with '{PROG} scale --prefix {prefix} {wanted}' or remove it with "
+            f"'{PROG} destroy --prefix {prefix}'",
+            file=sys.stderr,
+        )
+        return 1
+    logger.info("Successfully created cluster %s.", prefix)
+    print(
+        f"cluster {prefix} is running with {plural(workers, 'worker')}; "
+        f"see it with '{PROG} ls --prefix {prefix}'"
+    )
+    return 0

@@ -1,0 +1,166 @@
+"""The fault tier: whole lifecycles against an emulator that misbehaves (DESIGN §9).
+
+Each lifecycle creates a cluster, computes, scales up and down and closes, while the
+emulator answers about 5 % of API requests with 5xx, 429 or conflict, fails about 10 % of
+boots, refuses SSH to new servers for a moment and sometimes crashes a worker.  Every
+lifecycle must either succeed or fail with a clear error within a bounded time, and leave
+no resource of its cluster behind (after ``close()``, or after ``nuke`` where close
+failed).
+
+The count is ``SCHERBELBERG_SOAK_LIFECYCLES`` (default 4, for CI; the full proof is 30):
+``SCHERBELBERG_SOAK_LIFECYCLES=30 pytest -m faults tests/faults``.  A summary is printed
+and written to ``SCHERBELBERG_SOAK_REPORT`` if set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import time
+from typing import Any
+
+import dask.config
+import pytest
+from distributed import Client
+
+from scherbelberg_dask import HetznerCluster, nuke_async
+from scherbelberg_dask.emulator import Emulator
+from scherbelberg_dask.emulator.pytest_plugin import free_port
+
+pytestmark = pytest.mark.faults
+
+LIFECYCLES = int(os.environ.get("SCHERBELBERG_SOAK_LIFECYCLES", "4"))
+#: A lifecycle that takes longer than this has hung.
+LIFECYCLE_LIMIT = 300.0
+TIMEOUTS = {"server": 60, "ssh": 30, "bootstrap": 120, "dask": 60, "delete": 60}
+KINDS = ("servers", "networks", "firewalls", "ssh_keys")
+
+
+def _left(emulator: Emulator, prefix: str) -> int:
+    snapshot = emulator.snapshot()
+    return sum(
+        1
+        for kind in KINDS
+        for item in snapshot[kind]
+        if item["labels"].get("scherbelberg/cluster") == prefix
+    )
+
+
+async def _harass_ssh(emulator: Emulator, rng: random.Random, stop: asyncio.Event) -> None:
+    """Refuse SSH for a moment to about half of the servers that appear."""
+    seen: set[int] = set()
+    while not stop.is_set():
+        for server in emulator.snapshot()["servers"]:
+            if server["id"] not in seen:
+                seen.add(server["id"])
+                if rng.random() < 0.5:
+                    emulator.faults.refuse_ssh(server["id"], 1.5)
+        try:
+            await asyncio.wait_for(stop.wait(), 0.05)
+        except asyncio.TimeoutError:
+            continue
+
+
+async def _wait_workers(client: Client, count: int, timeout: float) -> None:
+    async def settled() -> None:
+        while len((await client.scheduler.identity())["workers"]) != count:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(settled(), timeout)
+
+
+async def _lifecycle(emulator: Emulator, prefix: str, rng: random.Random) -> None:
+    async with (
+        HetznerCluster(workers=2, prefix=prefix, asynchronous=True, timeouts=TIMEOUTS) as cluster,
+        Client(cluster, asynchronous=True) as client,
+    ):
+        assert await client.submit(sum, range(100)) == 4950
+        if rng.random() < 0.3 and cluster.worker_nodes:
+            emulator.faults.crash_server(rng.choice(cluster.worker_nodes).server.id)
+        cluster.scale(3)
+        await _wait_workers(client, 3, 180)
+        assert await client.submit(sum, range(10)) == 45
+        cluster.scale(1)
+        await _wait_workers(client, 1, 120)
+
+
+async def _run_one(emulator: Emulator, index: int, rng: random.Random) -> dict[str, Any]:
+    prefix = f"soak{index:02d}"
+    started = time.monotonic()
+    record: dict[str, Any] = {"prefix": prefix, "outcome": "succeeded", "nuked": False}
+    try:
+        await asyncio.wait_for(_lifecycle(emulator, prefix, rng), LIFECYCLE_LIMIT)
+    except asyncio.TimeoutError:
+        record["outcome"] = "hung"
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record["outcome"] = "clear error" if message else "unclear error"
+        record["error"] = f"{type(exc).__name__}: {message}"
+    if _left(emulator, prefix):
+        record["nuked"] = True
+        await nuke_async(prefix)
+    record["leaked"] = _left(emulator, prefix)
+    record["seconds"] = round(time.monotonic() - started, 1)
+    return record
+
+
+def test_lifecycles_under_faults(tmp_path: Any) -> None:
+    rng = random.Random(20261125)
+    records: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async with Emulator(ssh_port=free_port(), seed=7) as emulator:
+            os.environ.update(emulator.env())
+            emulator.faults.set_api_error_kinds(
+                ["server_error", "unavailable", "rate_limit_exceeded", "conflict"]
+            )
+            emulator.faults.set_api_error_rate(0.05)
+            emulator.faults.boot_failure_rate = 0.10
+            stop = asyncio.Event()
+            harasser = asyncio.create_task(_harass_ssh(emulator, rng, stop))
+            try:
+                with dask.config.set(
+                    {
+                        **emulator.dask_config(),
+                        "scherbelberg.state-dir": str(tmp_path / "state"),
+                        "distributed.deploy.lost-worker-timeout": "2s",
+                    }
+                ):
+                    for index in range(LIFECYCLES):
+                        records.append(await _run_one(emulator, index, rng))
+            finally:
+                stop.set()
+                await harasser
+
+    saved = {k: os.environ.get(k) for k in ("HCLOUD_ENDPOINT", "HCLOUD_TOKEN")}
+    try:
+        asyncio.run(main())
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    counts = collections.Counter(r["outcome"] for r in records)
+    summary = {
+        "lifecycles": len(records),
+        "succeeded": counts["succeeded"],
+        "failed with a clear error": counts["clear error"],
+        "failed unclearly": counts["unclear error"],
+        "hung": counts["hung"],
+        "nuked after close failed": sum(r["nuked"] for r in records),
+        "resources leaked": sum(r["leaked"] for r in records),
+        "records": records,
+    }
+    print(json.dumps(summary, indent=1))
+    if os.environ.get("SCHERBELBERG_SOAK_REPORT"):
+        with open(os.environ["SCHERBELBERG_SOAK_REPORT"], "w") as f:
+            json.dump(summary, f, indent=1)
+    assert summary["hung"] == 0, summary
+    assert summary["failed unclearly"] == 0, summary
+    assert summary["resources leaked"] == 0, summary
+    assert counts["succeeded"] >= 1, summary
