@@ -194,11 +194,9 @@ class HetznerCluster(SpecCluster):
         The worker spec is rebuilt from the labelled servers, so ``scale`` and ``adapt``
         keep working.  ``close()`` leaves the cluster running; ``destroy()`` removes it.
         """
-        settings = ClusterSettings.resolve(prefix=prefix, state_dir=kwargs.get("state_dir"))
-        state = StateDir(settings.prefix, base=settings.state_dir)
-        remembered = state.read_metadata().get("settings", {}) if state.exists() else {}
+        prefix, remembered = _remembered_settings(prefix, kwargs.get("state_dir"))
         merged = {**remembered, **kwargs}
-        return cls(prefix=settings.prefix, asynchronous=asynchronous, _attach=True, **merged)
+        return cls(prefix=prefix, asynchronous=asynchronous, _attach=True, **merged)
 
     @classmethod
     async def attach_context(
@@ -222,10 +220,8 @@ class HetznerCluster(SpecCluster):
         ClusterNotFoundError
             No cluster of this prefix (or no local state for it on this machine).
         """
-        base = ClusterSettings.resolve(prefix=prefix, state_dir=state_dir)
-        state = StateDir(base.prefix, base=base.state_dir)
-        remembered = state.read_metadata().get("settings", {}) if state.exists() else {}
-        settings = ClusterSettings.resolve(prefix=base.prefix, state_dir=state_dir, **remembered)
+        prefix, remembered = _remembered_settings(prefix, state_dir)
+        settings = ClusterSettings.resolve(prefix=prefix, state_dir=state_dir, **remembered)
         context = ClusterContext(settings, token=token, endpoint=api_endpoint)
         try:
             await context.attach()
@@ -503,3 +499,11 @@ class HetznerCluster(SpecCluster):
                     logger.error("Worker %s failed to start: %s", name, error)
             if any(n not in self.workers for n in self.worker_spec):
                 self._correct_state()
+
+
+def _remembered_settings(prefix: str | None, state_dir: str | None) -> tuple[str, dict[str, Any]]:
+    """The validated prefix and the settings its creator stored in the local state."""
+    base = ClusterSettings.resolve(prefix=prefix, state_dir=state_dir)
+    state = StateDir(base.prefix, base=base.state_dir)
+    remembered = state.read_metadata().get("settings", {}) if state.exists() else {}
+    return base.prefix, dict(remembered)
