@@ -18,7 +18,7 @@ import logging
 import sys
 
 from scherbelberg_dask._version import __version__
-from scherbelberg_dask.cli import create, demo, inspect, lifecycle, remote
+from scherbelberg_dask.cli import create, demo, inspect, lifecycle, remote, script
 from scherbelberg_dask.cli.common import PROG, cluster_parent, common_parent
 from scherbelberg_dask.cli.logs import LEVELS, setup_logging
 from scherbelberg_dask.cloud.errors import CloudError
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.register(verbs.add_parser, on_cluster)
     lifecycle.register(verbs.add_parser, on_cluster)
     inspect.register_catalog(verbs.add_parser, [common])
+    script.register(verbs.add_parser, [common])
 
     emulator = verbs.add_parser(
         "emulator",

@@ -81,3 +81,12 @@ def test_environment_mismatches_are_named() -> None:
     )
     assert result.returncode == 0
     assert isinstance(local.mismatches(result.stdout), list)
+
+
+def test_bootstrap_script_verb_prints_without_running(capsys: pytest.CaptureFixture[str]) -> None:
+    from scherbelberg_dask.cli import main
+
+    assert main(["bootstrap-script", "--role", "scheduler", "--package", "xarray"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("#!/bin/bash\n")
+    assert "systemctl enable --now dask-scheduler" in printed and "xarray" in printed
