@@ -46,7 +46,7 @@ def test_the_seed_verbs_and_flags_exist() -> None:
     flags = {f for a in verbs["create"]._actions for f in a.option_strings}
     assert {"--workers", "--worker", "--scheduler", "--image", "--location", "--prefix"} <= flags
     for name, parser in verbs.items():
-        if name not in ("emulator", "demo", "catalog"):
+        if name not in ("emulator", "demo", "catalog", "bootstrap-script"):
             assert "--prefix" in {f for a in parser._actions for f in a.option_strings}, name
 
 
