@@ -187,8 +187,8 @@ class Network:
     routes: list[Route] = dataclasses.field(default_factory=list)
     expose_routes_to_vswitch: bool = False
     protection_delete: bool = False
-    #: A running change (subnets, routes, range): concurrent changes get ``conflict``.
-    task: asyncio.Task[Any] | None = None
+    #: The last change (subnets, routes, range); while it runs, others get ``conflict``.
+    change: Action | None = None
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:

@@ -1,25 +1,14 @@
-"""Key material of a cluster: TLS CA and certificates, SSH key pairs, known_hosts lines."""
+"""Key material of a cluster: TLS CA and certificates, SSH key pairs, known_hosts lines.
 
-from .known_hosts import host_keys_for, remove_host, set_host_key
-from .sshkeys import (
-    SSHKeyPair,
-    fingerprint_md5,
-    fingerprint_sha256,
-    known_hosts_line,
-    parse_public_key,
-)
-from .tls import CertKeyPair, ClusterCA, dask_security
+The package exports every public name of its modules; each module's ``__all__`` lists them.
+"""
 
-__all__ = [
-    "CertKeyPair",
-    "ClusterCA",
-    "SSHKeyPair",
-    "dask_security",
-    "fingerprint_md5",
-    "fingerprint_sha256",
-    "host_keys_for",
-    "known_hosts_line",
-    "parse_public_key",
-    "remove_host",
-    "set_host_key",
-]
+from . import known_hosts, sshkeys, tls
+from .known_hosts import *  # noqa: F403
+from .sshkeys import *  # noqa: F403
+from .tls import *  # noqa: F403
+
+__all__: list[str] = []
+__all__ += known_hosts.__all__
+__all__ += sshkeys.__all__
+__all__ += tls.__all__

@@ -1,46 +1,14 @@
-"""SSH to cluster servers with pinned host keys (asyncssh, plus OpenSSH command lines)."""
+"""SSH to cluster servers with pinned host keys (asyncssh, plus OpenSSH command lines).
 
-from .client import (
-    Forward,
-    RunResult,
-    SSHConnection,
-    SSHTarget,
-    connect,
-    wait_for_ssh,
-)
-from .errors import (
-    HostKeyMismatchError,
-    HostKeyNotPinnedError,
-    SSHAuthError,
-    SSHCommandError,
-    SSHConnectError,
-    SSHConnectionLostError,
-    SSHError,
-    SSHFileError,
-    SSHFileNotFoundError,
-    SSHTimeoutError,
-)
-from .openssh import openssh_args, openssh_options, scp_args, scp_remote
+The package exports every public name of its modules; each module's ``__all__`` lists them.
+"""
 
-__all__ = [
-    "Forward",
-    "HostKeyMismatchError",
-    "HostKeyNotPinnedError",
-    "RunResult",
-    "SSHAuthError",
-    "SSHCommandError",
-    "SSHConnectError",
-    "SSHConnection",
-    "SSHConnectionLostError",
-    "SSHError",
-    "SSHFileError",
-    "SSHFileNotFoundError",
-    "SSHTarget",
-    "SSHTimeoutError",
-    "connect",
-    "openssh_args",
-    "openssh_options",
-    "scp_args",
-    "scp_remote",
-    "wait_for_ssh",
-]
+from . import client, errors, openssh
+from .client import *  # noqa: F403
+from .errors import *  # noqa: F403
+from .openssh import *  # noqa: F403
+
+__all__: list[str] = []
+__all__ += client.__all__
+__all__ += errors.__all__
+__all__ += openssh.__all__

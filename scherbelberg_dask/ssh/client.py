@@ -8,6 +8,7 @@ configuration, agent and keys are never consulted: only ``target.client_key_path
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import dataclasses
@@ -18,6 +19,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import asyncssh
 
@@ -60,6 +62,8 @@ _KEEPALIVE_COUNT_MAX = 4
 #: How much of a failed command's output goes into the exception message.
 _OUTPUT_TAIL = 2000
 _COMMAND_HEAD = 200
+
+_C = TypeVar("_C", bound="_Closeable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +124,26 @@ class RunResult:
         return self.exit_status == 0
 
 
-class Forward:
+class _Closeable(abc.ABC):
+    """Something with an idempotent :meth:`close`, closed when its ``async with`` ends."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the resource (idempotent)."""
+
+    async def __aenter__(self: _C) -> _C:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Forward(_Closeable):
     """A local TCP port forwarded through an SSH connection.
 
     Attributes
@@ -148,17 +171,6 @@ class Forward:
         self._closed = True
         self._listener.close()
         await self._listener.wait_closed()
-
-    async def __aenter__(self) -> Forward:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return (
@@ -217,20 +229,21 @@ def _host_key_error(target: SSHTarget, offered: str | None) -> HostKeyMismatchEr
             got = None
     where = f"{target.host}:{target.port}"
     got_text = got or "an unknown key"
-    if not expected:
-        return HostKeyNotPinnedError(
-            f"no host key is pinned for {where} in {target.known_hosts_path}; the server "
-            f"presented {got_text}. Refusing to connect (no trust on first use).",
-            target=target.label,
-            host=target.host,
-            port=target.port,
-            expected=[],
-            got=got,
+    if expected:
+        kind: type[HostKeyMismatchError] = HostKeyMismatchError
+        message = (
+            f"HOST KEY MISMATCH for {where}: expected {' or '.join(expected)}, got {got_text}. "
+            "Another machine may answer on this address, or the server was rebuilt; "
+            f"refusing to connect (pinned keys: {target.known_hosts_path})."
         )
-    return HostKeyMismatchError(
-        f"HOST KEY MISMATCH for {where}: expected {' or '.join(expected)}, got {got_text}. "
-        "Another machine may answer on this address, or the server was rebuilt; refusing "
-        f"to connect (pinned keys: {target.known_hosts_path}).",
+    else:
+        kind = HostKeyNotPinnedError
+        message = (
+            f"no host key is pinned for {where} in {target.known_hosts_path}; the server "
+            f"presented {got_text}. Refusing to connect (no trust on first use)."
+        )
+    return kind(
+        message,
         target=target.label,
         host=target.host,
         port=target.port,
@@ -419,7 +432,7 @@ async def wait_for_ssh(
     )
 
 
-class SSHConnection:
+class SSHConnection(_Closeable):
     """An open SSH connection to one target.
 
     Obtain one from :func:`connect` or :func:`wait_for_ssh`; use it as an async context
@@ -447,6 +460,18 @@ class SSHConnection:
             f"{reason or type(exc).__name__}",
             target=self.target.label,
         )
+
+    def _channel_failure(
+        self, exc: BaseException, action: str, refused: str, error: type[SSHError]
+    ) -> SSHError:
+        """The error for ``exc`` (channel refused, disconnect, OS error) during ``action``.
+
+        A channel the server refuses on a live connection gives ``error`` saying that it
+        refused ``refused``; anything else means the connection is lost.
+        """
+        if isinstance(exc, asyncssh.ChannelOpenError) and not self._conn.is_closed():
+            return error(f"server refused {refused}: {exc.reason}", target=self.target.label)
+        return self._lost(action, exc)
 
     async def run(
         self,
@@ -490,14 +515,10 @@ class SSHConnection:
                 process = await self._conn.create_process(
                     command, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace"
                 )
-        except asyncssh.ChannelOpenError as exc:
-            if self._conn.is_closed():
-                raise self._lost(f"starting {_short(command)!r}", exc) from None
-            raise SSHError(
-                f"server refused to run {_short(command)!r}: {exc.reason}", target=label
+        except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
+            raise self._channel_failure(
+                exc, f"starting {_short(command)!r}", f"to run {_short(command)!r}", SSHError
             ) from None
-        except (asyncssh.DisconnectError, OSError) as exc:
-            raise self._lost(f"starting {_short(command)!r}", exc) from None
         try:
             completed = await process.wait(check=False, timeout=timeout)
         except asyncssh.TimeoutError:
@@ -592,12 +613,10 @@ class SSHConnection:
             raise SSHFileError(
                 f"upload of {current!r} failed: {exc.reason}", target=label
             ) from None
-        except asyncssh.ChannelOpenError as exc:
-            if self._conn.is_closed():
-                raise self._lost(f"uploading {current!r}", exc) from None
-            raise SSHFileError(f"server refused SFTP: {exc.reason}", target=label) from None
-        except (asyncssh.DisconnectError, OSError) as exc:
-            raise self._lost(f"uploading {current!r}", exc) from None
+        except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
+            raise self._channel_failure(
+                exc, f"uploading {current!r}", "SFTP", SSHFileError
+            ) from None
 
     async def download(self, remote_path: str) -> bytes:
         """Read a remote file over SFTP (relative paths: from the remote home).
@@ -626,12 +645,10 @@ class SSHConnection:
             raise SSHFileError(
                 f"download of {remote_path!r} failed: {exc.reason}", target=label
             ) from None
-        except asyncssh.ChannelOpenError as exc:
-            if self._conn.is_closed():
-                raise self._lost(f"downloading {remote_path!r}", exc) from None
-            raise SSHFileError(f"server refused SFTP: {exc.reason}", target=label) from None
-        except (asyncssh.DisconnectError, OSError) as exc:
-            raise self._lost(f"downloading {remote_path!r}", exc) from None
+        except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
+            raise self._channel_failure(
+                exc, f"downloading {remote_path!r}", "SFTP", SSHFileError
+            ) from None
         return data if isinstance(data, bytes) else data.encode("utf-8")
 
     async def forward_local(
@@ -666,17 +683,6 @@ class SSHConnection:
         """Close the connection and its forwards (idempotent)."""
         self._conn.close()
         await self._conn.wait_closed()
-
-    async def __aenter__(self) -> SSHConnection:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

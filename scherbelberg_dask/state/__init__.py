@@ -1,19 +1,10 @@
-"""Local files of one cluster (keys, certificates, known_hosts, metadata)."""
+"""Local files of one cluster (keys, certificates, known_hosts, metadata).
 
-from .statedir import (
-    CONFIG_KEY,
-    InsecureStateError,
-    StateDir,
-    StateDirError,
-    default_base_dir,
-    list_prefixes,
-)
+The package exports every public name of :mod:`.statedir` (its ``__all__`` lists them).
+"""
 
-__all__ = [
-    "CONFIG_KEY",
-    "InsecureStateError",
-    "StateDir",
-    "StateDirError",
-    "default_base_dir",
-    "list_prefixes",
-]
+from . import statedir
+from .statedir import *  # noqa: F403
+
+__all__: list[str] = []
+__all__ += statedir.__all__

@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's API tests.
+"""Fixtures for the emulator's tests: API (emulators) and machines (``machines``).
 
 Every emulator made here validates each JSON answer it sends against Hetzner's OpenAPI
 spec (``tests/data/hcloud-openapi.json``); a test fails at teardown if any answer did
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from machine_helpers import MachineFactory
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
@@ -204,3 +205,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = 
 def server_state(emulator: Emulator, server_id: int) -> dict[str, Any] | None:
     """The snapshot entry of one server (``None`` if it does not exist)."""
     return next((s for s in emulator.snapshot()["servers"] if s["id"] == server_id), None)
+
+
+@pytest.fixture
+async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
+    """Emulated machines without an API; destroyed after the test, leaving no process."""
+    factory = MachineFactory(tmp_path)
+    yield factory
+    await factory.close()

@@ -143,6 +143,15 @@ class MachineFactory:
     def key(self, name: str) -> Key:
         return Key(self.keys_dir, name)
 
+    async def create_with_key(self, *users: str, **options: Any) -> tuple[TestMachine, Key]:
+        """A machine whose ``users`` (default: root) log in with one new key.
+
+        ``options`` are those of :meth:`create`.
+        """
+        key = self.key("client")
+        logins = [LoginUser(user, [key.public_line]) for user in users or ("root",)]
+        return await self.create(logins, **options), key
+
     async def create(
         self,
         users: list[LoginUser],

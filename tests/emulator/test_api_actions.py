@@ -88,7 +88,7 @@ def test_resource_action_filters(raw: Raw) -> None:
 
 def test_action_shape_over_time(emulator_factory: EmulatorFactory) -> None:
     # Realistic timing, scaled down: the action is observably running with progress.
-    emulator = emulator_factory(profile="realistic", time_scale=0.05)
+    emulator = emulator_factory(profile="realistic", time_scale=0.25)
     client = make_client(emulator)
     response = client.servers.create(
         name="slow", server_type=ServerType(name="cx23"), image=Image(name="debian-12")

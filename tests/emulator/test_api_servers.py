@@ -157,21 +157,15 @@ def test_get_list_update_delete(client: hcloud.Client) -> None:
 
 def test_deleted_server_gives_back_its_addresses(emulator: Emulator, client: hcloud.Client) -> None:
     network = _network(client)
-    first = client.servers.create(
-        name="a",
-        server_type=ServerType(name="cx23"),
-        image=Image(name="ubuntu-24.04"),
-        networks=[network],
-    ).server
-    assert first.private_net[0].ip == "127.128.0.2"
-    first.delete().wait_until_finished()
-    second = client.servers.create(
-        name="b",
-        server_type=ServerType(name="cx23"),
-        image=Image(name="ubuntu-24.04"),
-        networks=[network],
-    ).server
-    assert second.private_net[0].ip == "127.128.0.2"
+    for name in ("a", "b"):  # b gets the address a had
+        server = client.servers.create(
+            name=name,
+            server_type=ServerType(name="cx23"),
+            image=Image(name="ubuntu-24.04"),
+            networks=[network],
+        ).server
+        assert server.private_net[0].ip == "127.128.0.2"
+        server.delete().wait_until_finished()
 
 
 def _error(raw: Raw, body: dict[str, object]) -> dict[str, object]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -15,16 +13,8 @@ from machine_helpers import MachineFactory, fresh_ip, wait_for
 from scherbelberg_dask.emulator.machine import LoginUser
 
 
-@pytest.fixture
-async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
-    factory = MachineFactory(tmp_path)
-    yield factory
-    await factory.close()
-
-
 async def test_exec_status_streams_stdin_and_environment(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     async with await node.connect(key) as conn:
         result = await conn.run("echo out-$((6*7)); echo err-text >&2; exit 7")
         assert result.exit_status == 7
@@ -53,8 +43,7 @@ async def test_exec_status_streams_stdin_and_environment(machines: MachineFactor
 
 
 async def test_bulk_data_both_ways(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     payload = os.urandom(3 * 2**20)
     async with await node.connect(key) as conn:
         result = await conn.run("cat", input=payload, encoding=None)
@@ -67,8 +56,7 @@ async def test_bulk_data_both_ways(machines: MachineFactory) -> None:
 
 
 async def test_python_wrapper_is_the_emulator_interpreter(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     code = "import sys; print(sys.prefix); print(sys.base_prefix)"
     for name in ("python3", "python"):
         result = await node.run(key, f"{name} -c '{code}'", check=True)
@@ -77,8 +65,7 @@ async def test_python_wrapper_is_the_emulator_interpreter(machines: MachineFacto
 
 
 async def test_client_signal_reaches_the_command(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     async with await node.connect(key) as conn:
         process = await conn.create_process("echo ready; exec sleep 100")
         assert await asyncio.wait_for(process.stdout.readline(), 10) == "ready\n"
@@ -89,8 +76,7 @@ async def test_client_signal_reaches_the_command(machines: MachineFactory) -> No
 
 
 async def test_signal_after_stdin_eof(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     async with await node.connect(key) as conn:
         process = await conn.create_process("trap 'echo got-int; exit 5' INT; echo ready; cat")
         assert await asyncio.wait_for(process.stdout.readline(), 10) == "ready\n"
@@ -102,8 +88,7 @@ async def test_signal_after_stdin_eof(machines: MachineFactory) -> None:
 
 
 async def test_client_env_only_lang_and_lc(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     async with await node.connect(key) as conn:
         result = await conn.run(
             'echo "$LANG|$LC_TIME|${EVIL-unset}"',
@@ -113,9 +98,8 @@ async def test_client_env_only_lang_and_lc(machines: MachineFactory) -> None:
 
 
 async def test_wrong_key_and_passwords_are_refused(machines: MachineFactory) -> None:
-    key = machines.key("client")
+    node, key = await machines.create_with_key()
     other = machines.key("other")
-    node = await machines.create([LoginUser("root", [key.public_line])])
     with pytest.raises(asyncssh.PermissionDenied):
         await node.connect(other)
     with pytest.raises(asyncssh.PermissionDenied):
@@ -136,8 +120,7 @@ async def test_non_root_user_and_root_absent(machines: MachineFactory) -> None:
 
 
 async def test_private_addresses_and_address_changes(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])], private_ips=1)
+    node, key = await machines.create_with_key(private_ips=1)
     private = node.private_ips[0]
     async with await node.connect(key, ip=private) as conn:
         assert (await conn.run("echo via-private")).stdout == "via-private\n"
@@ -160,8 +143,7 @@ async def test_private_addresses_and_address_changes(machines: MachineFactory) -
 
 
 async def test_boot_fails_when_an_address_is_taken(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])], boot=False)
+    node, key = await machines.create_with_key(boot=False)
     ip = fresh_ip()
     server = await asyncio.start_server(lambda r, w: None, ip, node.port)
     try:
@@ -177,8 +159,7 @@ async def test_boot_fails_when_an_address_is_taken(machines: MachineFactory) -> 
 
 
 async def test_refuse_ssh_drops_new_connections_only(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     async with await node.connect(key) as conn:
         node.machine.refuse_ssh(1.0)
         with pytest.raises((OSError, asyncssh.Error)):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
 import pytest
-from machine_helpers import Key, MachineFactory, TestMachine, openssh_base
-
-from scherbelberg_dask.emulator.machine import LoginUser
+from machine_helpers import MachineFactory, openssh_base
 
 IMAGE = "ubuntu-24.04"
 MESSAGE = (
@@ -20,23 +17,8 @@ MESSAGE = (
 )
 
 
-@pytest.fixture
-async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
-    factory = MachineFactory(tmp_path)
-    yield factory
-    await factory.close()
-
-
-async def _foreign(machines: MachineFactory) -> tuple[TestMachine, Key]:
-    key = machines.key("client")
-    node = await machines.create(
-        [LoginUser("root", [key.public_line])], executes=False, image_name=IMAGE
-    )
-    return node, key
-
-
 async def test_exec_shell_and_sftp_are_refused(machines: MachineFactory, tmp_path: Path) -> None:
-    node, key = await _foreign(machines)
+    node, key = await machines.create_with_key(executes=False, image_name=IMAGE)
     marker = tmp_path / "must-not-exist"
     async with await node.connect(key) as conn:
         result = await conn.run(f"touch {marker}")
@@ -70,7 +52,7 @@ async def test_exec_shell_and_sftp_are_refused(machines: MachineFactory, tmp_pat
 @pytest.mark.openssh
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
 async def test_openssh_sees_the_reason(machines: MachineFactory, tmp_path: Path) -> None:
-    node, key = await _foreign(machines)
+    node, key = await machines.create_with_key(executes=False, image_name=IMAGE)
     known = node.write_known_hosts(tmp_path / "known_hosts")
     base = openssh_base(node, key, known)
     proc = await asyncio.create_subprocess_exec(

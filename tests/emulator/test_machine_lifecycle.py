@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from machine_helpers import Key, MachineFactory, TestMachine, pid_alive, wait_for
+from machine_helpers import MachineFactory, TestMachine, pid_alive, wait_for
 
-from scherbelberg_dask.emulator.machine import LoginUser, MachineEvent, kill_tagged
-
-
-@pytest.fixture
-async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
-    factory = MachineFactory(tmp_path)
-    yield factory
-    await factory.close()
+from scherbelberg_dask.emulator.machine import MachineEvent, kill_tagged
 
 
 def _pids_running(node: TestMachine, *argv: str) -> list[int]:
@@ -39,16 +31,10 @@ def _port_open(ip: str, port: int) -> bool:
         return sock.connect_ex((ip, port)) == 0
 
 
-async def _root_node(machines: MachineFactory, **kwargs: object) -> tuple[TestMachine, Key]:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])], **kwargs)  # type: ignore[arg-type]
-    return node, key
-
-
 async def test_halt_kills_double_forked_daemon_and_boot_restores(
     machines: MachineFactory,
 ) -> None:
-    node, key = await _root_node(machines, private_ips=1)
+    node, key = await machines.create_with_key(private_ips=1)
     await node.run(
         key,
         "echo kept > file.txt; setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 &'",
@@ -81,7 +67,7 @@ async def test_halt_kills_double_forked_daemon_and_boot_restores(
 
 
 async def test_generated_host_key_survives_reboot(machines: MachineFactory, tmp_path: Path) -> None:
-    node, key = await _root_node(machines, pinned_host_key=False)
+    node, key = await machines.create_with_key(pinned_host_key=False)
     before = node.host_public_line()
     assert (await node.run(key, "echo one")).stdout == "one\n"
     await node.machine.halt()
@@ -91,7 +77,7 @@ async def test_generated_host_key_survives_reboot(machines: MachineFactory, tmp_
 
 
 async def test_shutdown_terminates_gracefully_and_reports(machines: MachineFactory) -> None:
-    node, key = await _root_node(machines)
+    node, key = await machines.create_with_key()
     await node.run(
         key,
         "servicectl enable --now graceful -- sh -c "
@@ -109,7 +95,7 @@ async def test_shutdown_terminates_gracefully_and_reports(machines: MachineFacto
 
 
 async def test_destroy_removes_everything(machines: MachineFactory) -> None:
-    node, key = await _root_node(machines)
+    node, key = await machines.create_with_key()
     await node.run(key, "nohup sleep 999 >/dev/null 2>&1 & chmod 000 .", check=True)
     assert node.root.exists()
     await node.machine.destroy()
@@ -121,7 +107,7 @@ async def test_destroy_removes_everything(machines: MachineFactory) -> None:
 
 
 async def test_kill_tagged_sweeps_every_machine_of_an_emulator(machines: MachineFactory) -> None:
-    nodes = [await _root_node(machines) for _ in range(2)]
+    nodes = [await machines.create_with_key() for _ in range(2)]
     for node, key in nodes:
         await node.run(key, "setsid sleep 777 </dev/null >/dev/null 2>&1 &", check=True)
     for node, _ in nodes:
@@ -135,7 +121,7 @@ async def test_kill_tagged_sweeps_every_machine_of_an_emulator(machines: Machine
 
 
 async def test_hangup_and_halt_end_terminal_sessions(machines: MachineFactory) -> None:
-    node, key = await _root_node(machines)
+    node, key = await machines.create_with_key()
     # The client vanishing hangs the terminal up: the shell and its job end.
     conn = await node.connect(key)
     shell = await conn.create_process(term_type="xterm", term_size=(80, 24))

@@ -5,26 +5,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pexpect
 import pytest
 from machine_helpers import Key, MachineFactory, TestMachine, openssh_base
 
-from scherbelberg_dask.emulator.machine import LoginUser
-
 pytestmark = [
     pytest.mark.openssh,
     pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client"),
 ]
-
-
-@pytest.fixture
-async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
-    factory = MachineFactory(tmp_path)
-    yield factory
-    await factory.close()
 
 
 async def _run(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
@@ -44,8 +34,7 @@ def _ssh(node: TestMachine, key: Key, known: Path, *extra: str) -> list[str]:
 
 
 async def _node(machines: MachineFactory, tmp_path: Path) -> tuple[TestMachine, Key, Path]:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     known = node.write_known_hosts(tmp_path / "known_hosts")
     return node, key, known
 

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from machine_helpers import Key, MachineFactory, TestMachine, env_of, pid_alive, wait_for
 
-from scherbelberg_dask.emulator.machine import LoginUser, MachineEvent
+from scherbelberg_dask.emulator.machine import MachineEvent
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
-
-
-@pytest.fixture
-async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
-    factory = MachineFactory(tmp_path)
-    yield factory
-    await factory.close()
 
 
 class Ctl:
@@ -43,14 +34,8 @@ class Ctl:
         return out.strip()
 
 
-async def _node(machines: MachineFactory, *users: str) -> tuple[TestMachine, Key]:
-    key = machines.key("client")
-    node = await machines.create([LoginUser(user, [key.public_line]) for user in users])
-    return node, key
-
-
 async def test_restart_on_failure_with_timestamped_logs(machines: MachineFactory) -> None:
-    node, key = await _node(machines, "root")
+    node, key = await machines.create_with_key()
     ctl = Ctl(node, key)
     rc, _, err = await ctl("enable --now crashy -- sh -c 'echo attempt; echo oops >&2; exit 3'")
     assert rc == 0, err
@@ -81,7 +66,7 @@ async def test_restart_on_failure_with_timestamped_logs(machines: MachineFactory
 
 
 async def test_enabled_service_survives_reboot(machines: MachineFactory) -> None:
-    node, key = await _node(machines, "root")
+    node, key = await machines.create_with_key()
     ctl = Ctl(node, key)
     rc, out, err = await ctl("enable --now --restart always web -- sleep 300")
     assert rc == 0, err
@@ -109,7 +94,7 @@ async def test_enabled_service_survives_reboot(machines: MachineFactory) -> None
 
 
 async def test_status_semantics_and_verbs(machines: MachineFactory) -> None:
-    node, key = await _node(machines, "root")
+    node, key = await machines.create_with_key()
     ctl = Ctl(node, key)
     assert (await ctl("status nothing"))[0] == 4
     rc, out, _ = await ctl("is-active nothing")
@@ -163,7 +148,7 @@ async def test_status_semantics_and_verbs(machines: MachineFactory) -> None:
 
 
 async def test_stop_ends_forked_daemons(machines: MachineFactory) -> None:
-    node, key = await _node(machines, "root")
+    node, key = await machines.create_with_key()
     ctl = Ctl(node, key)
     rc, _, err = await ctl(
         "enable --now forker -- sh -c "
@@ -180,7 +165,7 @@ async def test_stop_ends_forked_daemons(machines: MachineFactory) -> None:
 
 
 async def test_user_environment_and_permissions(machines: MachineFactory) -> None:
-    node, key = await _node(machines, "root", "alice")
+    node, key = await machines.create_with_key("root", "alice")
     root = Ctl(node, key)
     alice = Ctl(node, key, "alice")
     rc, _, err = await root(
@@ -210,7 +195,7 @@ async def test_user_environment_and_permissions(machines: MachineFactory) -> Non
 
 
 async def test_poweroff_from_inside(machines: MachineFactory) -> None:
-    node, key = await _node(machines, "root")
+    node, key = await machines.create_with_key()
     async with await node.connect(key) as conn:
         process = await conn.create_process("servicectl poweroff")
         assert await process.stdout.readline() == "powering off\n"
@@ -224,8 +209,7 @@ async def test_long_root_dir(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     factory = MachineFactory(deep)
     try:
-        key = factory.key("client")
-        node = await factory.create([LoginUser("root", [key.public_line])])
+        node, key = await factory.create_with_key()
         assert len(str(node.root / "run" / "control.sock")) > 108
         ctl = Ctl(node, key)
         rc, _out, err = await ctl("enable --now long -- sleep 300")

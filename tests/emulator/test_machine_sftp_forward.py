@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -13,16 +11,8 @@ from machine_helpers import MachineFactory, free_port
 from scherbelberg_dask.emulator.machine import LoginUser
 
 
-@pytest.fixture
-async def machines(tmp_path: Path) -> AsyncIterator[MachineFactory]:
-    factory = MachineFactory(tmp_path)
-    yield factory
-    await factory.close()
-
-
 async def test_sftp_is_confined_to_home(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])])
+    node, key = await machines.create_with_key()
     home = node.root / "root"
     (node.root / "secret.txt").write_text("outside")
     async with await node.connect(key) as conn:
@@ -76,8 +66,7 @@ async def _echo_server(ip: str) -> tuple[asyncio.AbstractServer, int]:
 
 
 async def test_forwarding_only_to_own_addresses(machines: MachineFactory) -> None:
-    key = machines.key("client")
-    node = await machines.create([LoginUser("root", [key.public_line])], private_ips=1)
+    node, key = await machines.create_with_key(private_ips=1)
     other = await machines.create([LoginUser("root", [key.public_line])])
     targets = [node.public_ip, node.private_ips[0]]
     servers = [await _echo_server(ip) for ip in [*targets, "127.0.0.1", other.public_ip]]

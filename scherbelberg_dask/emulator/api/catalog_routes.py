@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -19,11 +21,22 @@ __all__ = ["EMPTY_COLLECTIONS", "empty_collection_routes", "routes"]
 
 routes = web.RouteTableDef()
 
+T = TypeVar("T")
+
 _SORT_LOCATIONS = {"id": lambda loc: loc.id, "name": lambda loc: loc.name}
 _SORT_DATACENTERS = {
     "id": lambda loc: loc.datacenter.id,
     "name": lambda loc: loc.datacenter.name,
 }
+
+
+def _catalog_item(request: web.Request, lookup: Callable[[int], T | None], kind: str) -> T:
+    """The catalog entry whose id is in the URL path, or 404 ``not_found``."""
+    ident = path_id(request)
+    item = lookup(ident)
+    if item is None:
+        raise not_found(kind, ident)
+    return item
 
 
 @routes.get("/v1/server_types")
@@ -41,10 +54,7 @@ async def list_server_types(request: web.Request) -> web.Response:
 @routes.get("/v1/server_types/{id}")
 async def get_server_type(request: web.Request) -> web.Response:
     ctx = context(request)
-    ident = path_id(request)
-    server_type = ctx.catalog.server_type(ident)
-    if server_type is None:
-        raise not_found("server type", ident)
+    server_type = _catalog_item(request, ctx.catalog.server_type, "server type")
     return json_response({"server_type": render.server_type(server_type, ctx.catalog)})
 
 
@@ -58,11 +68,7 @@ async def list_locations(request: web.Request) -> web.Response:
 
 @routes.get("/v1/locations/{id}")
 async def get_location(request: web.Request) -> web.Response:
-    ctx = context(request)
-    ident = path_id(request)
-    location = ctx.catalog.location(ident)
-    if location is None:
-        raise not_found("location", ident)
+    location = _catalog_item(request, context(request).catalog.location, "location")
     return json_response({"location": render.location(location)})
 
 
@@ -85,10 +91,7 @@ async def list_datacenters(request: web.Request) -> web.Response:
 @routes.get("/v1/datacenters/{id}")
 async def get_datacenter(request: web.Request) -> web.Response:
     ctx = context(request)
-    ident = path_id(request)
-    location = ctx.catalog.datacenter(ident)
-    if location is None:
-        raise not_found("datacenter", ident)
+    location = _catalog_item(request, ctx.catalog.datacenter, "datacenter")
     return json_response({"datacenter": render.datacenter(location, ctx.catalog)})
 
 

@@ -20,7 +20,7 @@ from .context import Context, context
 from .errors import APIError
 from .labels import LabelSelector
 from .listing import Query, filter_common, list_response
-from .lookup import path_item, unique_name
+from .lookup import path_item, rename_and_relabel, unique_name
 from .responses import json_response, no_content
 from .servers import MAX_FIREWALLS_PER_SERVER
 
@@ -73,7 +73,16 @@ def _port(value: Any, field: str, body: Body) -> str | None:
     return value
 
 
-def _parse_rules(body: Body, raw: Any, field: str = "rules") -> list[dict[str, Any]]:
+def _list_field(body: Body, field: str, required: bool) -> Any:
+    """The raw value of ``field`` (missing or null: ``[]``); missing is an error if ``required``."""
+    if required and field not in body.data:
+        body.errors.add(field, "is required")
+    return body.data.get(field) or []
+
+
+def _parse_rules(body: Body, *, required: bool = False) -> list[dict[str, Any]]:
+    field = "rules"
+    raw = _list_field(body, field, required)
     if not isinstance(raw, list):
         body.errors.add(field, "must be a list of rules")
         return []
@@ -118,7 +127,8 @@ def _parse_rules(body: Body, raw: Any, field: str = "rules") -> list[dict[str, A
     return rules
 
 
-def _parse_targets(body: Body, raw: Any, field: str) -> list[FirewallTarget]:
+def _parse_targets(body: Body, field: str, *, required: bool = False) -> list[FirewallTarget]:
+    raw = _list_field(body, field, required)
     if not isinstance(raw, list):
         body.errors.add(field, "must be a list")
         return []
@@ -188,28 +198,40 @@ def _apply_actions(
             resources.append((target.server_id, "server"))
             if command == "apply_firewall":
                 firewall.pending.add(target.server_id)
-        action = ctx.store.new_action(command, resources, expected=ctx.profile.firewall_change)
         server_id = target.server_id
 
         def settle(server_id: int | None = server_id) -> None:
             if server_id is not None:
                 firewall.pending.discard(server_id)
 
-        ctx.engine.simple([action], ctx.profile.firewall_change, settle)
-        actions.append(action)
+        actions.append(ctx.engine.simple(command, resources, ctx.profile.firewall_change, settle))
     return actions
 
 
-def _set_rules_actions(ctx: Context, firewall: Firewall) -> list[Action]:
-    action = ctx.store.new_action(
-        "set_firewall_rules", [(firewall.id, "firewall")], expected=ctx.profile.firewall_change
+def _set_rules_actions(
+    ctx: Context, firewall: Firewall, targets: list[FirewallTarget]
+) -> list[Action]:
+    """``set_firewall_rules``, then the ``apply_firewall`` actions of ``targets``."""
+    set_rules = ctx.engine.simple(
+        "set_firewall_rules", [(firewall.id, "firewall")], ctx.profile.firewall_change
     )
-    ctx.engine.simple([action], ctx.profile.firewall_change)
-    servers = [
-        FirewallTarget("server", server_id=sid)
-        for sid in render.firewall_server_ids(firewall, ctx.store)
-    ]
-    return [action, *_apply_actions(ctx, firewall, servers, "apply_firewall")]
+    return [set_rules, *_apply_actions(ctx, firewall, targets, "apply_firewall")]
+
+
+async def _targets_request(
+    request: web.Request, field: str
+) -> tuple[Context, Firewall, list[FirewallTarget]]:
+    """The firewall in the path and the valid targets the body lists in ``field``."""
+    ctx = context(request)
+    firewall = path_item(request, ctx.store.firewalls, "firewall")
+    body = await read_body(request)
+    targets = _parse_targets(body, field, required=True)
+    body.done()
+    return ctx, firewall, targets
+
+
+def _actions_created(actions: list[Action], **extra: Any) -> web.Response:
+    return json_response({**extra, "actions": [render.action(a) for a in actions]}, 201)
 
 
 @routes.get("/v1/firewalls")
@@ -230,29 +252,17 @@ async def create_firewall(request: web.Request) -> web.Response:
     body = await read_body(request)
     name = body.name(max_length=128)
     labels = body.labels() or {}
-    rules = _parse_rules(body, body.data.get("rules") or [])
-    targets = _parse_targets(body, body.data.get("apply_to") or [], "apply_to")
+    rules = _parse_rules(body)
+    targets = _parse_targets(body, "apply_to")
     body.done()
     unique_name(ctx.store.firewalls.values(), name, lambda f: f.name, "firewall")
     firewall = Firewall(id=ctx.store.new_id(), name=name, labels=labels, created=utcnow())
     firewall.rules = rules
     _check_targets(ctx, firewall, targets)
     ctx.store.firewalls[firewall.id] = firewall
-    actions = [
-        ctx.store.new_action(
-            "set_firewall_rules", [(firewall.id, "firewall")], expected=ctx.profile.firewall_change
-        )
-    ]
-    ctx.engine.simple(actions[:1], ctx.profile.firewall_change)
     firewall.applied_to.extend(targets)
-    actions.extend(_apply_actions(ctx, firewall, targets, "apply_firewall"))
-    return json_response(
-        {
-            "firewall": render.firewall(firewall, ctx.store),
-            "actions": [render.action(a) for a in actions],
-        },
-        201,
-    )
+    actions = _set_rules_actions(ctx, firewall, targets)
+    return _actions_created(actions, firewall=render.firewall(firewall, ctx.store))
 
 
 @routes.get("/v1/firewalls/{id}")
@@ -267,14 +277,7 @@ async def update_firewall(request: web.Request) -> web.Response:
     ctx = context(request)
     firewall = path_item(request, ctx.store.firewalls, "firewall")
     body = await read_body(request)
-    name = body.name(required=False, max_length=128) if body.has("name") else None
-    labels = body.labels()
-    body.done()
-    if name:
-        unique_name(ctx.store.firewalls.values(), name, lambda f: f.name, "firewall", skip=firewall)
-        firewall.name = name
-    if labels is not None:
-        firewall.labels = labels
+    rename_and_relabel(body, ctx.store.firewalls.values(), firewall, "firewall")
     return json_response({"firewall": render.firewall(firewall, ctx.store)})
 
 
@@ -295,39 +298,27 @@ async def set_rules(request: web.Request) -> web.Response:
     ctx = context(request)
     firewall = path_item(request, ctx.store.firewalls, "firewall")
     body = await read_body(request)
-    if "rules" not in body.data:
-        body.errors.add("rules", "is required")
-    rules = _parse_rules(body, body.data.get("rules") or [])
+    rules = _parse_rules(body, required=True)
     body.done()
     firewall.rules = rules
-    actions = _set_rules_actions(ctx, firewall)
-    return json_response({"actions": [render.action(a) for a in actions]}, 201)
+    servers = [
+        FirewallTarget("server", server_id=sid)
+        for sid in render.firewall_server_ids(firewall, ctx.store)
+    ]
+    return _actions_created(_set_rules_actions(ctx, firewall, servers))
 
 
 @routes.post("/v1/firewalls/{id}/actions/apply_to_resources")
 async def apply_to_resources(request: web.Request) -> web.Response:
-    ctx = context(request)
-    firewall = path_item(request, ctx.store.firewalls, "firewall")
-    body = await read_body(request)
-    if "apply_to" not in body.data:
-        body.errors.add("apply_to", "is required")
-    targets = _parse_targets(body, body.data.get("apply_to") or [], "apply_to")
-    body.done()
+    ctx, firewall, targets = await _targets_request(request, "apply_to")
     _check_targets(ctx, firewall, targets)
     firewall.applied_to.extend(targets)
-    actions = _apply_actions(ctx, firewall, targets, "apply_firewall")
-    return json_response({"actions": [render.action(a) for a in actions]}, 201)
+    return _actions_created(_apply_actions(ctx, firewall, targets, "apply_firewall"))
 
 
 @routes.post("/v1/firewalls/{id}/actions/remove_from_resources")
 async def remove_from_resources(request: web.Request) -> web.Response:
-    ctx = context(request)
-    firewall = path_item(request, ctx.store.firewalls, "firewall")
-    body = await read_body(request)
-    if "remove_from" not in body.data:
-        body.errors.add("remove_from", "is required")
-    targets = _parse_targets(body, body.data.get("remove_from") or [], "remove_from")
-    body.done()
+    ctx, firewall, targets = await _targets_request(request, "remove_from")
     for target in targets:
         if target not in firewall.applied_to:
             raise APIError(
@@ -339,5 +330,4 @@ async def remove_from_resources(request: web.Request) -> web.Response:
         firewall.applied_to.remove(target)
         if target.server_id is not None:
             firewall.pending.discard(target.server_id)
-    actions = _apply_actions(ctx, firewall, targets, "remove_firewall")
-    return json_response({"actions": [render.action(a) for a in actions]}, 201)
+    return _actions_created(_apply_actions(ctx, firewall, targets, "remove_firewall"))

@@ -16,7 +16,7 @@ from .context import context
 from .errors import APIError
 from .listing import Query, filter_common, list_response
 from .lookup import path_item
-from .responses import json_response, no_content
+from .responses import action_created, json_response, no_content
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,5 @@ async def change_protection(request: web.Request) -> web.Response:
     if image.type == "system":
         raise APIError(403, "forbidden", "system images cannot be protected")
     image.protection_delete = delete
-    action = ctx.store.new_action(
-        "change_protection", [(image.id, "image")], expected=ctx.profile.small_action
-    )
-    ctx.engine.simple([action], ctx.profile.small_action)
-    return json_response({"action": render.action(action)}, 201)
+    action = ctx.engine.simple("change_protection", [(image.id, "image")], ctx.profile.small_action)
+    return action_created(action)

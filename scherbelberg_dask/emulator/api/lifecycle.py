@@ -180,16 +180,25 @@ class Engine:
         return None
 
     def simple(
-        self, actions: list[Action], seconds: float, effect: Callable[[], None] | None = None
-    ) -> asyncio.Task[Any]:
-        """Actions that just take time, then apply ``effect`` and succeed."""
+        self,
+        command: str,
+        resources: list[tuple[int, str]],
+        seconds: float,
+        effect: Callable[[], None] | None = None,
+    ) -> Action:
+        """Start and return a ``command`` action on ``resources`` that just takes time.
+
+        After ``seconds`` it applies ``effect`` (if any) and succeeds.
+        """
+        action = self.store.new_action(command, resources, expected=seconds)
 
         async def work() -> None:
             await self.pause(seconds)
             if effect is not None:
                 effect()
 
-        return self.run_action(actions, work)
+        self.run_action([action], work)
+        return action
 
     # -- machines -----------------------------------------------------------------------
 

@@ -1,20 +1,31 @@
-"""Finding resources named in paths and bodies."""
+"""Finding resources named in paths and bodies; keeping names unique."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
+from .body import Body
 from .errors import APIError, not_found, uniqueness_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["by_id_or_name", "path_id", "path_item", "unique_name"]
+__all__ = ["by_id_or_name", "path_id", "path_item", "rename_and_relabel", "unique_name"]
 
 T = TypeVar("T")
+
+
+class Named(Protocol):
+    """A resource with a unique name and labels, both changeable with PUT."""
+
+    name: str
+    labels: dict[str, str]
+
+
+N = TypeVar("N", bound=Named)
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
@@ -57,3 +68,24 @@ def unique_name(
     for item in items:
         if item is not skip and get_name(item) == name:
             raise uniqueness_error("name", f"a {kind} named {name!r} already exists")
+
+
+def rename_and_relabel(body: Body, items: Iterable[N], item: N, kind: str) -> None:
+    """Apply the ``name`` and ``labels`` of a PUT body to ``item`` (each only if given).
+
+    Validates the whole body first (:meth:`Body.done`): read its other fields before.
+
+    Raises
+    ------
+    APIError
+        422 ``invalid_input``; 409 ``uniqueness_error`` if another of ``items`` (a
+        ``kind``) already has the new name.
+    """
+    name = body.name(required=False) if body.has("name") else None
+    labels = body.labels()
+    body.done()
+    if name:
+        unique_name(items, name, lambda other: other.name, kind, skip=item)
+        item.name = name
+    if labels is not None:
+        item.labels = labels

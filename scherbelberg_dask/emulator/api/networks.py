@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -19,14 +20,16 @@ from .body import Body, read_body
 from .context import Context, context
 from .errors import APIError, invalid_input
 from .listing import Query, filter_common, list_response
-from .lookup import path_item, unique_name
-from .responses import json_response, no_content
+from .lookup import path_item, rename_and_relabel, unique_name
+from .responses import action_created, json_response, no_content
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["allocate_private", "routes"]
 
 routes = web.RouteTableDef()
+
+T = TypeVar("T")
 
 _SORT = {
     "id": lambda n: n.id,
@@ -197,7 +200,7 @@ def allocate_private(
 
 
 def _check_conflict(network: Network) -> None:
-    if network.task is not None and not network.task.done():
+    if network.change is not None and network.change.running:
         raise APIError(409, "conflict", f"network {network.id} is being changed, retry")
 
 
@@ -275,15 +278,8 @@ async def update_network(request: web.Request) -> web.Response:
     ctx = context(request)
     network = path_item(request, ctx.store.networks, "network")
     body = await read_body(request)
-    name = body.name(required=False) if body.has("name") else None
-    labels = body.labels()
     expose = body.boolean("expose_routes_to_vswitch", network.expose_routes_to_vswitch)
-    body.done()
-    if name:
-        unique_name(ctx.store.networks.values(), name, lambda n: n.name, "network", skip=network)
-        network.name = name
-    if labels is not None:
-        network.labels = labels
+    rename_and_relabel(body, ctx.store.networks.values(), network, "network")
     network.expose_routes_to_vswitch = expose
     return json_response({"network": render.network(network, ctx.store)})
 
@@ -300,12 +296,40 @@ async def delete_network(request: web.Request) -> web.Response:
     return no_content()
 
 
+async def _change_request(
+    request: web.Request, parse: Callable[[Body, Network], T | None]
+) -> tuple[Context, Network, T]:
+    """The network of a change request and what ``parse`` read from its valid body.
+
+    Raises
+    ------
+    APIError
+        404 for an unknown network, 422 ``invalid_input``, 409 ``conflict`` while the
+        network's previous change still runs.
+    """
+    ctx = context(request)
+    network = path_item(request, ctx.store.networks, "network")
+    body = await read_body(request)
+    value = parse(body, network)
+    body.done()
+    _check_conflict(network)
+    assert value is not None
+    return ctx, network, value
+
+
+def _route(body: Body, network: Network) -> Route | None:
+    return _parse_route(body, body.data, network, "route")
+
+
+def _ip_range(body: Body, network: Network) -> ipaddress.IPv4Network | None:
+    return _cidr(body.data.get("ip_range"), "ip_range", body)
+
+
 def _network_action(ctx: Context, network: Network, command: str) -> web.Response:
-    action = ctx.store.new_action(
-        command, [(network.id, "network")], expected=ctx.profile.network_change
+    network.change = ctx.engine.simple(
+        command, [(network.id, "network")], ctx.profile.network_change
     )
-    network.task = ctx.engine.simple([action], ctx.profile.network_change)
-    return json_response({"action": render.action(action)}, 201)
+    return action_created(network.change)
 
 
 @routes.post("/v1/networks/{id}/actions/add_subnet")
@@ -323,12 +347,7 @@ async def add_subnet(request: web.Request) -> web.Response:
 
 @routes.post("/v1/networks/{id}/actions/delete_subnet")
 async def delete_subnet(request: web.Request) -> web.Response:
-    ctx = context(request)
-    network = path_item(request, ctx.store.networks, "network")
-    body = await read_body(request)
-    ip_range = _cidr(body.data.get("ip_range"), "ip_range", body)
-    body.done()
-    _check_conflict(network)
+    ctx, network, ip_range = await _change_request(request, _ip_range)
     subnet = next((s for s in network.subnets if s.ip_range == ip_range), None)
     if subnet is None:
         raise invalid_input("ip_range", f"network {network.id} has no subnet {ip_range}")
@@ -356,25 +375,14 @@ def _ips_in(server: Server, network: Network) -> list[str]:
 
 @routes.post("/v1/networks/{id}/actions/add_route")
 async def add_route(request: web.Request) -> web.Response:
-    ctx = context(request)
-    network = path_item(request, ctx.store.networks, "network")
-    body = await read_body(request)
-    route = _parse_route(body, body.data, network, "route")
-    body.done()
-    _check_conflict(network)
-    assert route is not None
+    ctx, network, route = await _change_request(request, _route)
     network.routes.append(route)
     return _network_action(ctx, network, "add_route")
 
 
 @routes.post("/v1/networks/{id}/actions/delete_route")
 async def delete_route(request: web.Request) -> web.Response:
-    ctx = context(request)
-    network = path_item(request, ctx.store.networks, "network")
-    body = await read_body(request)
-    route = _parse_route(body, body.data, network, "route")
-    body.done()
-    _check_conflict(network)
+    ctx, network, route = await _change_request(request, _route)
     if route not in network.routes:
         raise invalid_input("destination", "no such route in this network")
     network.routes.remove(route)
@@ -383,13 +391,7 @@ async def delete_route(request: web.Request) -> web.Response:
 
 @routes.post("/v1/networks/{id}/actions/change_ip_range")
 async def change_ip_range(request: web.Request) -> web.Response:
-    ctx = context(request)
-    network = path_item(request, ctx.store.networks, "network")
-    body = await read_body(request)
-    ip_range = _cidr(body.data.get("ip_range"), "ip_range", body)
-    body.done()
-    _check_conflict(network)
-    assert ip_range is not None
+    ctx, network, ip_range = await _change_request(request, _ip_range)
     if (
         ip_range.network_address != network.ip_range.network_address
         or ip_range.prefixlen > network.ip_range.prefixlen
@@ -412,8 +414,7 @@ async def change_protection(request: web.Request) -> web.Response:
     delete = body.boolean("delete", network.protection_delete)
     body.done()
     network.protection_delete = delete
-    action = ctx.store.new_action(
-        "change_protection", [(network.id, "network")], expected=ctx.profile.small_action
+    action = ctx.engine.simple(
+        "change_protection", [(network.id, "network")], ctx.profile.small_action
     )
-    ctx.engine.simple([action], ctx.profile.small_action)
-    return json_response({"action": render.action(action)}, 201)
+    return action_created(action)

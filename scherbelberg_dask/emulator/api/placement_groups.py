@@ -12,7 +12,7 @@ from .body import read_body
 from .context import context
 from .errors import APIError
 from .listing import Query, filter_common, list_response
-from .lookup import path_item, unique_name
+from .lookup import path_item, rename_and_relabel, unique_name
 from .responses import json_response, no_content
 
 logger = logging.getLogger(__name__)
@@ -77,20 +77,7 @@ async def update_group(request: web.Request) -> web.Response:
     ctx = context(request)
     group = path_item(request, ctx.store.placement_groups, "placement group")
     body = await read_body(request)
-    name = body.name(required=False) if body.has("name") else None
-    labels = body.labels()
-    body.done()
-    if name:
-        unique_name(
-            ctx.store.placement_groups.values(),
-            name,
-            lambda g: g.name,
-            "placement group",
-            skip=group,
-        )
-        group.name = name
-    if labels is not None:
-        group.labels = labels
+    rename_and_relabel(body, ctx.store.placement_groups.values(), group, "placement group")
     return json_response({"placement_group": render.placement_group(group, ctx.store)})
 
 

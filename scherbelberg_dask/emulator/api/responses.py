@@ -8,9 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
+from ..store import Action
+from . import render
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["json_response", "no_content"]
+__all__ = ["action_created", "json_response", "no_content"]
 
 
 def json_response(data: dict[str, Any], status: int = 200) -> web.Response:
@@ -20,6 +23,11 @@ def json_response(data: dict[str, Any], status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
+
+
+def action_created(action: Action, **extra: Any) -> web.Response:
+    """``201 Created`` with ``{"action": ...}`` (and the ``extra`` keys) for a started action."""
+    return json_response({"action": render.action(action), **extra}, 201)
 
 
 def no_content() -> web.Response:

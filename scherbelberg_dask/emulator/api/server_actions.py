@@ -6,14 +6,14 @@ import logging
 
 from aiohttp import web
 
-from ..store import Image, Server, utcnow
+from ..store import Action, Image, Server, utcnow
 from . import render
 from .body import read_body
 from .context import Context, context
 from .errors import APIError, invalid_input, locked
 from .lookup import path_item
 from .networks import allocate_private
-from .responses import json_response
+from .responses import action_created
 from .servers import MAX_GROUP_SIZE
 
 logger = logging.getLogger(__name__)
@@ -48,58 +48,49 @@ def _server(request: web.Request, *, force: bool = False) -> tuple[Context, Serv
     return ctx, server
 
 
-def _created(action_json: dict[str, object], **extra: object) -> web.Response:
-    return json_response({"action": action_json, **extra}, 201)
+def _power_action(ctx: Context, server: Server, command: str, expected: float) -> Action:
+    """A new action of ``command`` on ``server`` alone."""
+    return ctx.store.new_action(command, [(server.id, "server")], expected=expected)
 
 
 @routes.post("/v1/servers/{id}/actions/poweron")
 async def poweron(request: web.Request) -> web.Response:
     ctx, server = _server(request)
-    action = ctx.store.new_action(
-        "start_server", [(server.id, "server")], expected=ctx.profile.start_server
-    )
+    action = _power_action(ctx, server, "start_server", ctx.profile.start_server)
     ctx.engine.power_on(server, action)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/poweroff")
 async def poweroff(request: web.Request) -> web.Response:
     ctx, server = _server(request, force=True)
-    action = ctx.store.new_action(
-        "stop_server", [(server.id, "server")], expected=ctx.profile.stop_server
-    )
+    action = _power_action(ctx, server, "stop_server", ctx.profile.stop_server)
     ctx.engine.power_off(server, action)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/shutdown")
 async def shutdown(request: web.Request) -> web.Response:
     ctx, server = _server(request)
-    action = ctx.store.new_action(
-        "shutdown_server", [(server.id, "server")], expected=ctx.profile.shutdown_signal
-    )
+    action = _power_action(ctx, server, "shutdown_server", ctx.profile.shutdown_signal)
     ctx.engine.shutdown(server, action)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/reboot")
 async def reboot(request: web.Request) -> web.Response:
     ctx, server = _server(request)
-    action = ctx.store.new_action(
-        "reboot_server", [(server.id, "server")], expected=ctx.profile.reboot
-    )
+    action = _power_action(ctx, server, "reboot_server", ctx.profile.reboot)
     ctx.engine.reboot(server, action, hard=False)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/reset")
 async def reset(request: web.Request) -> web.Response:
     ctx, server = _server(request)
-    action = ctx.store.new_action(
-        "reset_server", [(server.id, "server")], expected=ctx.profile.reboot
-    )
+    action = _power_action(ctx, server, "reset_server", ctx.profile.reboot)
     ctx.engine.reboot(server, action, hard=True)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/attach_to_network")
@@ -131,7 +122,7 @@ async def attach_to_network(request: web.Request) -> web.Response:
         expected=ctx.profile.network_change,
     )
     ctx.engine.attach(server, action, entry)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/detach_from_network")
@@ -153,7 +144,7 @@ async def detach_from_network(request: web.Request) -> web.Response:
         expected=ctx.profile.network_change,
     )
     ctx.engine.detach(server, action, network.id)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/create_image")
@@ -194,7 +185,7 @@ async def create_image(request: web.Request) -> web.Response:
         expected=ctx.profile.create_image,
     )
     ctx.engine.create_image(server, action, image)
-    return _created(render.action(action), image=render.image(image))
+    return action_created(action, image=render.image(image))
 
 
 @routes.post("/v1/servers/{id}/actions/change_protection")
@@ -207,11 +198,10 @@ async def change_protection(request: web.Request) -> web.Response:
     body.done()
     server.protection_delete = delete
     server.protection_rebuild = rebuild
-    action = ctx.store.new_action(
-        "change_protection", [(server.id, "server")], expected=ctx.profile.small_action
+    action = ctx.engine.simple(
+        "change_protection", [(server.id, "server")], ctx.profile.small_action
     )
-    ctx.engine.simple([action], ctx.profile.small_action)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/add_to_placement_group")
@@ -234,13 +224,12 @@ async def add_to_placement_group(request: web.Request) -> web.Response:
             422, "placement_error", f"placement group {group.name} is full ({MAX_GROUP_SIZE})"
         )
     server.placement_group_id = group.id
-    action = ctx.store.new_action(
+    action = ctx.engine.simple(
         "add_to_placement_group",
         [(server.id, "server"), (group.id, "placement_group")],
-        expected=ctx.profile.small_action,
+        ctx.profile.small_action,
     )
-    ctx.engine.simple([action], ctx.profile.small_action)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 @routes.post("/v1/servers/{id}/actions/remove_from_placement_group")
@@ -250,13 +239,12 @@ async def remove_from_placement_group(request: web.Request) -> web.Response:
         raise invalid_input("placement_group", f"server {server.id} is in no placement group")
     group_id = server.placement_group_id
     server.placement_group_id = None
-    action = ctx.store.new_action(
+    action = ctx.engine.simple(
         "remove_from_placement_group",
         [(server.id, "server"), (group_id, "placement_group")],
-        expected=ctx.profile.small_action,
+        ctx.profile.small_action,
     )
-    ctx.engine.simple([action], ctx.profile.small_action)
-    return _created(render.action(action))
+    return action_created(action)
 
 
 async def _unsupported(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from .body import read_body
 from .context import context
 from .errors import invalid_input, uniqueness_error
 from .listing import Query, filter_common, list_response
-from .lookup import path_item, unique_name
+from .lookup import path_item, rename_and_relabel, unique_name
 from .responses import json_response, no_content
 
 logger = logging.getLogger(__name__)
@@ -102,14 +102,7 @@ async def update_ssh_key(request: web.Request) -> web.Response:
     ctx = context(request)
     key = path_item(request, ctx.store.ssh_keys, "SSH key")
     body = await read_body(request)
-    name = body.name(required=False) if body.has("name") else None
-    labels = body.labels()
-    body.done()
-    if name:
-        unique_name(ctx.store.ssh_keys.values(), name, lambda k: k.name, "SSH key", skip=key)
-        key.name = name
-    if labels is not None:
-        key.labels = labels
+    rename_and_relabel(body, ctx.store.ssh_keys.values(), key, "SSH key")
     return json_response({"ssh_key": render.ssh_key(key)})
 
 

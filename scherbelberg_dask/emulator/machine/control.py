@@ -230,7 +230,7 @@ class CommandHandler:
         name = request["name"]
         service = self._sup.services.get(name)
         if service is None:
-            log_file = self._sup.paths.service_logs / f"{name}.log"
+            log_file = self._sup.node.paths.service_logs / f"{name}.log"
             if not SERVICE_NAME_RE.match(name) or not log_file.is_file():
                 return _error(f"service {name!r} not found", RC_UNKNOWN)
             log = ServiceLog(log_file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -25,32 +26,38 @@ def client_env_allowed(name: str) -> bool:
     return name == "LANG" or name.startswith("LC_")
 
 
-def node_environment(paths: MachinePaths, tag: str, node_name: str, user: str) -> dict[str, str]:
-    """Return the base environment of a process run by ``user`` on a machine.
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """A machine as the processes on it see it.
 
-    Parameters
+    Attributes
     ----------
     paths
         The machine's file layout.
     tag
         The machine's process tag.
-    node_name
+    name
         The machine's hostname.
-    user
-        The user the process runs as (inside the machine).
     """
-    python_dir = os.path.dirname(sys.executable)
-    search_path = [str(paths.bin), python_dir, "/usr/local/bin", "/usr/bin", "/bin"]
-    return {
-        "HOME": str(paths.home(user)),
-        "USER": user,
-        "LOGNAME": user,
-        "SHELL": "/bin/bash",
-        "LANG": "C.UTF-8",
-        "PATH": ":".join(dict.fromkeys(search_path)),
-        NODE_TAG_VAR: tag,
-        NODE_NAME_VAR: node_name,
-    }
+
+    paths: MachinePaths
+    tag: str
+    name: str
+
+    def environment(self, user: str) -> dict[str, str]:
+        """Return the base environment of a process run by ``user`` (inside the machine)."""
+        python_dir = os.path.dirname(sys.executable)
+        search_path = [str(self.paths.bin), python_dir, "/usr/local/bin", "/usr/bin", "/bin"]
+        return {
+            "HOME": str(self.paths.home(user)),
+            "USER": user,
+            "LOGNAME": user,
+            "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8",
+            "PATH": ":".join(dict.fromkeys(search_path)),
+            NODE_TAG_VAR: self.tag,
+            NODE_NAME_VAR: self.name,
+        }
 
 
 def merge_client_env(env: dict[str, str], client_env: Mapping[str, str]) -> dict[str, str]:

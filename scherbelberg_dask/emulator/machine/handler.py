@@ -8,9 +8,8 @@ import logging
 import asyncssh
 from asyncssh.channel import SSHChannel
 
-from .environment import merge_client_env, node_environment
+from .environment import Node, merge_client_env
 from .exec import run_pipes
-from .paths import MachinePaths
 from .pty import run_pty
 from .session import NodeProcess, fail
 from .sftp import HomeSFTPServer
@@ -26,18 +25,12 @@ class SessionHandler:
 
     Parameters
     ----------
-    paths
-        The machine's file layout.
-    tag
-        The machine's process tag.
-    node_name
-        The machine's hostname (shown in the prompt).
+    node
+        The machine (its hostname is shown in the prompt).
     """
 
-    def __init__(self, paths: MachinePaths, tag: str, node_name: str) -> None:
-        self._paths = paths
-        self._tag = tag
-        self._node_name = node_name
+    def __init__(self, node: Node) -> None:
+        self._node = node
         self._tasks: set[asyncio.Task[None]] = set()
 
     def new_session(self) -> NodeProcess:
@@ -48,10 +41,10 @@ class SessionHandler:
         """Create the SFTP server of a session (rooted at the user's HOME)."""
         assert isinstance(chan, asyncssh.SSHServerChannel)
         user = chan.get_extra_info("username")
-        return HomeSFTPServer(chan, self._paths.home(user))
+        return HomeSFTPServer(chan, self._node.paths.home(user))
 
     def _environment(self, process: NodeProcess, user: str) -> dict[str, str]:
-        env = node_environment(self._paths, self._tag, self._node_name, user)
+        env = self._node.environment(user)
         merge_client_env(env, process.env)
         conn = process.channel.get_connection()
         peer = conn.get_extra_info("peername")
@@ -73,7 +66,7 @@ class SessionHandler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("session failed on %s", self._node_name)
+            logger.exception("session failed on %s", self._node.name)
             fail(process, "scherbelberg-emulator: internal error running the session", 255)
         finally:
             self._tasks.discard(task)
@@ -84,14 +77,14 @@ class SessionHandler:
             return
         user = process.get_extra_info("username")
         env = self._environment(process, user)
-        home = self._paths.home(user)
+        home = self._node.paths.home(user)
         if not home.is_dir():  # removed from inside the machine: start over empty
             home.mkdir(parents=True, mode=0o700)
         command = process.command
         if process.term_type:
             if command is None:
                 prompt_char = "#" if user == "root" else "$"
-                prompt = f"{user}@{self._node_name}:\\w{prompt_char} "
+                prompt = f"{user}@{self._node.name}:\\w{prompt_char} "
                 await run_pty(process, _INTERACTIVE_SHELL, env, home, prompt)
             else:
                 await run_pty(process, ["/bin/bash", "-c", command], env, home)

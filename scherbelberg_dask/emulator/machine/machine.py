@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .control import CommandHandler, ControlServer
-from .environment import write_wrapper_scripts
+from .environment import Node, write_wrapper_scripts
 from .handler import SessionHandler
 from .hostkeys import load_host_keys
 from .interface import MachineEvent, MachineInterface, MachineSpec
@@ -66,6 +66,7 @@ class Machine(MachineInterface):
         self.spec = spec
         self.on_event = on_event
         self.paths = MachinePaths(Path(spec.root_dir))
+        self._node = Node(self.paths, spec.tag, spec.name)
         self._users = [user for user in spec.users if valid_user_name(user.name)]
         for user in spec.users:
             if not valid_user_name(user.name):
@@ -105,11 +106,7 @@ class Machine(MachineInterface):
                 return
             await asyncio.to_thread(self._prepare_files)
             host_keys = await asyncio.to_thread(load_host_keys, self.spec.host_keys, self.paths)
-            sessions = (
-                SessionHandler(self.paths, self.spec.tag, self.spec.name)
-                if self.spec.executes
-                else None
-            )
+            sessions = SessionHandler(self._node) if self.spec.executes else None
             ssh = SSHService(
                 self.spec.name,
                 self.spec.image_name,
@@ -151,7 +148,7 @@ class Machine(MachineInterface):
         write_wrapper_scripts(self.paths, self.spec.name)
 
     async def _start_services(self) -> None:
-        supervisor = Supervisor(self.paths, self.spec.tag, self.spec.name)
+        supervisor = Supervisor(self._node)
         handler = CommandHandler(supervisor, self._request_poweroff)
         control = ControlServer(self.paths.control_socket, handler.handle)
         await control.start()

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from .environment import node_environment
-from .paths import MachinePaths
+from .environment import Node
 from .processes import (
     SERVICE_VAR,
     kill_matching_async,
@@ -132,7 +131,7 @@ class Service:
     definition
         What to run.
     supervisor
-        The owning supervisor (environment, paths, tag).
+        The owning supervisor (and through it the machine).
     """
 
     def __init__(self, definition: ServiceDefinition, supervisor: Supervisor) -> None:
@@ -148,7 +147,7 @@ class Service:
         self._proc: asyncio.subprocess.Process | None = None
         self._attempted = asyncio.Event()
         self._pumps: set[asyncio.Task[None]] = set()
-        self.log = ServiceLog(supervisor.paths.service_logs / f"{definition.name}.log")
+        self.log = ServiceLog(supervisor.node.paths.service_logs / f"{definition.name}.log")
 
     @property
     def name(self) -> str:
@@ -172,14 +171,13 @@ class Service:
             await asyncio.wait_for(self._attempted.wait(), _SPAWN_WAIT)
 
     def _environment(self) -> dict[str, str]:
-        sup = self._supervisor
-        env = node_environment(sup.paths, sup.tag, sup.node_name, self.definition.user)
+        env = self._supervisor.node.environment(self.definition.user)
         env.update(self.definition.env)
         env[SERVICE_VAR] = self.name
         return env
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        home = self._supervisor.paths.home(self.definition.user)
+        home = self._supervisor.node.paths.home(self.definition.user)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_fd, reader, transport = await open_pipe()
         try:
@@ -265,7 +263,7 @@ class Service:
         if task is None or task.done():
             return
         self._stop.set()
-        match = node_match(self._supervisor.tag, self.name)
+        match = node_match(self._supervisor.node.tag, self.name)
         await asyncio.to_thread(signal_matching, match, signal.SIGTERM)
         done, _ = await asyncio.wait({task}, timeout=grace)
         if not done:
@@ -291,24 +289,16 @@ class Supervisor:
 
     Parameters
     ----------
-    paths
-        The machine's file layout.
-    tag
-        The machine's process tag.
-    node_name
-        The machine's hostname.
+    node
+        The machine.
     stop_grace
         Seconds a stopping service gets between SIGTERM and SIGKILL.
     """
 
-    def __init__(
-        self, paths: MachinePaths, tag: str, node_name: str, stop_grace: float = 5.0
-    ) -> None:
-        self.paths = paths
-        self.tag = tag
-        self.node_name = node_name
+    def __init__(self, node: Node, stop_grace: float = 5.0) -> None:
+        self.node = node
         self.stop_grace = stop_grace
-        self.store = DefinitionStore(paths.services)
+        self.store = DefinitionStore(node.paths.services)
         self.services: dict[str, Service] = {}
 
     async def start_enabled(self) -> None:
