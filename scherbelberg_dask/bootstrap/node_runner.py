@@ -10,6 +10,9 @@ Usage on the node::
     python3 node_runner.py wait NODE_JSON T   # exit 0 once the service is ready, else 1
 
 ``NODE_JSON`` holds the role, addresses, ports, certificate paths and Dask options.
+``run`` exits 0 when Dask closed cleanly (retired by the scheduler, or stopped by the
+service manager), and non-zero when it failed: the service restarts on failure only, so a
+retired worker stays gone until its server is deleted.
 Relative paths are relative to the node user's home directory.
 """
 

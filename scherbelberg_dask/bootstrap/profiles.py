@@ -149,7 +149,7 @@ class EmulatorProfile(BootstrapProfile):
         service = f"dask-{role}"
         if action == "start":
             return (
-                f"servicectl enable --now --restart always {service} -- "
+                f"servicectl enable --now --restart on-failure {service} -- "
                 f"{self.python} {NODE_DIR}/node_runner.py run {NODE_DIR}/node.json"
             )
         if action == "logs":

@@ -39,7 +39,13 @@ class RateLimitPacer:
         except (KeyError, ValueError):
             return
         with self._lock:
-            self._limit, self._remaining, self._seen_at = limit, remaining, time.monotonic()
+            now = time.monotonic()
+            if self._remaining is not None and self._limit == limit:
+                # Answers to concurrent calls arrive in any order, and calls still in
+                # flight have already spent tokens: never believe in more budget than
+                # the local estimate.
+                remaining = min(remaining, int(self._available(now)))
+            self._limit, self._remaining, self._seen_at = limit, remaining, now
 
     def delay(self) -> float:
         """Seconds to wait before the next call so as not to run the bucket dry."""
@@ -47,14 +53,18 @@ class RateLimitPacer:
             if self._limit is None or self._remaining is None:
                 return 0.0
             refill_per_second = self._limit / 3600.0
-            elapsed = time.monotonic() - self._seen_at
-            available = self._remaining + elapsed * refill_per_second
+            available = self._available(time.monotonic())
             if available > self.reserve:
                 # Spend one token locally so concurrent callers spread out.
                 self._remaining -= 1
                 return 0.0
             self._remaining -= 1
             return (self.reserve + 1 - available) / refill_per_second
+
+    def _available(self, now: float) -> float:
+        """Tokens in the bucket now, by the last answer plus the refill since."""
+        assert self._limit is not None and self._remaining is not None
+        return self._remaining + (now - self._seen_at) * self._limit / 3600.0
 
     async def wait(self) -> None:
         """Sleep as long as :meth:`delay` says."""

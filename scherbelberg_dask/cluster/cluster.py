@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
 import dask.config
@@ -457,48 +458,90 @@ class HetznerCluster(SpecCluster):
         self._correct_state()
 
     async def _correct_state_internal(self) -> None:
-        """Dask's reconciliation, tolerant of nodes that fail to come up.
+        """Make the running workers match the spec (SpecCluster's reconciliation).
 
-        A failed node has already been deleted; it is reported (logged, and kept in
-        :attr:`failures`) and replaced by a new worker, at most
-        ``scherbelberg.boot-retries`` times in a row, so that the cluster reaches the size
-        it was asked for if the cloud lets it.
+        Our own version, for three reasons:
+
+        - Workers to remove are retired *by name* under the lock, so their data moves
+          away before their servers go, also when a scale-down arrives while a
+          scale-up is still starting workers.  They exit cleanly (``close_workers``),
+          which the node's service manager does not restart.
+        - A worker that fails to come up does not fail the others: its server is
+          already deleted; it is reported (logged, kept in :attr:`failures`) and, if the
+          cloud was at fault, replaced by a new worker, at most
+          ``scherbelberg.boot-retries`` times in a row.
         """
-        to_close = set(self.workers) - set(self.worker_spec)
-        if to_close and self.scheduler_comm is not None and self.status == Status.running:
-            # Move their data away before their servers go (SpecCluster asks the
-            # scheduler by address, which does not match our named workers).
-            await self.scheduler_comm.retire_workers(names=sorted(to_close))
-        try:
-            await super()._correct_state_internal()
-        except Exception as exc:
-            failed = {n for n, w in self.workers.items() if w.status != Status.running}
-            failed |= {n for n in self.worker_spec if n in self.context.failures}
-            if not failed or self.scheduler is None:
-                raise
-            budget = int(config.get("boot-retries"))
-            for name in sorted(failed):
-                worker = self.workers.pop(name, None)
-                if worker is not None:
+        async with self._lock:
+            self._correct_state_waiting = None
+            to_close = sorted(set(self.workers) - set(self.worker_spec))
+            if to_close:
+                await self._retire(to_close)
+                await asyncio.gather(*(self.workers[name].close() for name in to_close))
+                for name in to_close:
+                    del self.workers[name]
+            to_open = [name for name in self.worker_spec if name not in self.workers]
+            starting = {name: self._new_worker(name) for name in to_open}
+            results = await asyncio.gather(
+                *(_started(worker) for worker in starting.values()), return_exceptions=True
+            )
+            retry = False
+            for (name, worker), result in zip(starting.items(), results, strict=True):
+                if isinstance(result, BaseException):
                     worker.status = Status.failed
-                self.worker_spec.pop(name, None)
-                error = self.context.failures.get(name, exc)
-                attempt = self._boot_attempts.pop(name, 1)
-                transient = getattr(error, "transient", False)
-                if transient and attempt <= budget and self.status == Status.running:
-                    replacement = self.new_worker_spec()
-                    self._boot_attempts[next(iter(replacement))] = attempt + 1
-                    self.worker_spec.update(replacement)
-                    logger.error(
-                        "Worker %s failed to start; replacing it with %s: %s",
-                        name,
-                        next(iter(replacement)),
-                        error,
-                    )
+                    retry |= self._replace_failed(name, result)
                 else:
-                    logger.error("Worker %s failed to start: %s", name, error)
-            if any(n not in self.workers for n in self.worker_spec):
-                self._correct_state()
+                    self.workers[name] = worker
+                    worker._cluster = weakref.ref(self)
+        if retry:
+            self._correct_state()
+
+    def _new_worker(self, name: str) -> Any:
+        spec = self.worker_spec[name]
+        assert self.scheduler is not None
+        address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
+        worker = spec["cls"](address, **{**spec.get("options", {}), "name": name})
+        self._created.add(worker)
+        return worker
+
+    async def _retire(self, names: list[str]) -> None:
+        """Move the data of workers ``names`` to the others and let them exit."""
+        if self.scheduler_comm is None or self.scheduler is None:
+            return
+        if self.scheduler.status != Status.running:
+            return
+        retired = await self.scheduler_comm.retire_workers(
+            names=names, close_workers=True, remove=True
+        )
+        gone = {info.get("name") for info in (retired or {}).values()}
+        kept = [name for name in names if name not in gone]
+        if kept:
+            logger.info("Workers %s were already retired; deleting their servers.", kept)
+
+    def _replace_failed(self, name: str, error: BaseException) -> bool:
+        """Report a worker that failed to start; queue a replacement if worth it."""
+        self.worker_spec.pop(name, None)
+        attempt = self._boot_attempts.pop(name, 1)
+        transient = getattr(error, "transient", False)
+        if (
+            transient
+            and attempt <= int(config.get("boot-retries"))
+            and self.status == Status.running
+        ):
+            replacement = self.new_worker_spec()
+            new_name = next(iter(replacement))
+            self._boot_attempts[new_name] = attempt + 1
+            self.worker_spec.update(replacement)
+            logger.error(
+                "Worker %s failed to start; replacing it with %s: %s", name, new_name, error
+            )
+            return True
+        logger.error("Worker %s failed to start: %s", name, error)
+        return False
+
+
+async def _started(process: Any) -> Any:
+    """Await a ProcessInterface (its ``__await__`` starts it)."""
+    return await process
 
 
 def _remembered_settings(prefix: str | None, state_dir: str | None) -> tuple[str, dict[str, Any]]:

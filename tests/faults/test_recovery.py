@@ -160,19 +160,20 @@ def test_many_workers_with_a_small_rate_limit_bucket(tmp_path: Path) -> None:
                     assert not cluster.failures
             counters = emulator.counters()
             assert _left(emulator, "rate") == 0
-            # The bucket really was too small for this cluster: pacing was needed.
-            assert counters["total"]["requests"] > 3 * 12
-            return counters["by_status"]
+            return counters
 
     saved = {k: os.environ.get(k) for k in ("HCLOUD_ENDPOINT", "HCLOUD_TOKEN")}
     try:
-        by_status = asyncio.run(main())
+        counters = asyncio.run(main())
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    # A few 429s may happen while concurrent calls race for the last tokens; the pacing
-    # keeps them rare and the cluster never fails because of them.
-    assert by_status.get("429", 0) <= workers
+    requests = counters["total"]["requests"]
+    # The bucket really was too small for this cluster: pacing was needed ...
+    assert requests > 3 * 12
+    # ... and the client paced itself instead of running into 429s (a stray one may
+    # happen when concurrent calls race for the last token; hcloud retries it).
+    assert counters["by_status"].get("429", 0) <= max(2, requests // 20), counters

@@ -41,7 +41,7 @@ def test_cloud_script_pins_the_client_environment_and_hardens_ssh() -> None:
     script = CloudProfile(ENV).script("worker")
     assert "uv python install 3.11" in script
     assert "dask==2026.8.0 distributed==2026.8.0 'xarray>=2024'" in script
-    assert f"User={DASK_USER}" in script and "Restart=always" in script
+    assert f"User={DASK_USER}" in script and "Restart=on-failure" in script
     assert "PermitRootLogin no" in script and "PasswordAuthentication no" in script
     assert "systemctl enable --now dask-worker" in script
     if shutil.which("bash"):
