@@ -29,6 +29,11 @@ def resources(emulator: Emulator, prefix: str | None = None) -> dict[str, list[A
     return found
 
 
+def count_left(emulator: Emulator, prefix: str) -> int:
+    """How many resources of cluster ``prefix`` the emulator still holds."""
+    return sum(len(items) for items in resources(emulator, prefix).values())
+
+
 def assert_nothing_left(emulator: Emulator, prefix: str | None = None) -> None:
     left = {kind: items for kind, items in resources(emulator, prefix).items() if items}
     assert not left, f"cloud resources left behind: {left}"

@@ -21,22 +21,12 @@ from distributed import Client, wait
 from scherbelberg_dask import HetznerCluster, nuke
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.emulator.pytest_plugin import free_port
+from tests.cluster.conftest import count_left
 
 pytestmark = pytest.mark.faults
 
 CYCLES = int(os.environ.get("SCHERBELBERG_DATA_CYCLES", "4"))
 KILLS = int(os.environ.get("SCHERBELBERG_KILLS", "3"))
-KINDS = ("servers", "networks", "firewalls", "ssh_keys")
-
-
-def _left(emulator: Emulator, prefix: str) -> int:
-    snapshot = emulator.snapshot()
-    return sum(
-        1
-        for kind in KINDS
-        for item in snapshot[kind]
-        if item["labels"].get("scherbelberg/cluster") == prefix
-    )
 
 
 async def _worker_count(client: Client) -> int:
@@ -130,17 +120,19 @@ def test_killed_client_is_recovered_by_nuke(hetzner_emulator_env: Emulator) -> N
         else:
             _poll_until(
                 lambda p=prefix, n=point, proc=process: (
-                    _left(cloud, p) >= n or proc.poll() is not None
+                    count_left(cloud, p) >= n or proc.poll() is not None
                 ),
                 120,
             )
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         nuke(prefix)
-        assert _left(cloud, prefix) == 0, f"kill at {point}: resources left after nuke"
+        assert count_left(cloud, prefix) == 0, f"kill at {point}: resources left after nuke"
 
 
-def test_many_workers_with_a_small_rate_limit_bucket(tmp_path: Path) -> None:
+def test_many_workers_with_a_small_rate_limit_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The client paces itself by the RateLimit headers instead of failing on 429."""
     workers = int(os.environ.get("SCHERBELBERG_RATE_WORKERS", "6"))
 
@@ -148,7 +140,8 @@ def test_many_workers_with_a_small_rate_limit_bucket(tmp_path: Path) -> None:
         async with Emulator(
             ssh_port=free_port(), rate_limit=3600, rate_limit_capacity=12
         ) as emulator:
-            os.environ.update(emulator.env())
+            for name, value in emulator.env().items():
+                monkeypatch.setenv(name, value)
             with dask.config.set(
                 {**emulator.dask_config(), "scherbelberg.state-dir": str(tmp_path)}
             ):
@@ -159,18 +152,10 @@ def test_many_workers_with_a_small_rate_limit_bucket(tmp_path: Path) -> None:
                     await client.wait_for_workers(workers, timeout=300)
                     assert not cluster.failures
             counters = emulator.counters()
-            assert _left(emulator, "rate") == 0
+            assert count_left(emulator, "rate") == 0
             return counters
 
-    saved = {k: os.environ.get(k) for k in ("HCLOUD_ENDPOINT", "HCLOUD_TOKEN")}
-    try:
-        counters = asyncio.run(main())
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    counters = asyncio.run(main())
     requests = counters["total"]["requests"]
     # The bucket really was too small for this cluster: pacing was needed ...
     assert requests > 3 * 12

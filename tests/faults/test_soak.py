@@ -29,6 +29,7 @@ from distributed import Client
 from scherbelberg_dask import HetznerCluster, nuke_async
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.emulator.pytest_plugin import free_port
+from tests.cluster.conftest import count_left
 
 pytestmark = pytest.mark.faults
 
@@ -36,17 +37,6 @@ LIFECYCLES = int(os.environ.get("SCHERBELBERG_SOAK_LIFECYCLES", "4"))
 #: A lifecycle that takes longer than this has hung.
 LIFECYCLE_LIMIT = 300.0
 TIMEOUTS = {"server": 60, "ssh": 30, "bootstrap": 120, "dask": 60, "delete": 60}
-KINDS = ("servers", "networks", "firewalls", "ssh_keys")
-
-
-def _left(emulator: Emulator, prefix: str) -> int:
-    snapshot = emulator.snapshot()
-    return sum(
-        1
-        for kind in KINDS
-        for item in snapshot[kind]
-        if item["labels"].get("scherbelberg/cluster") == prefix
-    )
 
 
 async def _harass_ssh(emulator: Emulator, rng: random.Random, stop: asyncio.Event) -> None:
@@ -99,21 +89,22 @@ async def _run_one(emulator: Emulator, index: int, rng: random.Random) -> dict[s
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         record["outcome"] = "clear error" if message else "unclear error"
         record["error"] = f"{type(exc).__name__}: {message}"
-    if _left(emulator, prefix):
+    if count_left(emulator, prefix):
         record["nuked"] = True
         await nuke_async(prefix)
-    record["leaked"] = _left(emulator, prefix)
+    record["leaked"] = count_left(emulator, prefix)
     record["seconds"] = round(time.monotonic() - started, 1)
     return record
 
 
-def test_lifecycles_under_faults(tmp_path: Any) -> None:
+def test_lifecycles_under_faults(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(20261125)
     records: list[dict[str, Any]] = []
 
     async def main() -> None:
         async with Emulator(ssh_port=free_port(), seed=7) as emulator:
-            os.environ.update(emulator.env())
+            for name, value in emulator.env().items():
+                monkeypatch.setenv(name, value)
             emulator.faults.set_api_error_kinds(
                 ["server_error", "unavailable", "rate_limit_exceeded", "conflict"]
             )
@@ -135,15 +126,7 @@ def test_lifecycles_under_faults(tmp_path: Any) -> None:
                 stop.set()
                 await harasser
 
-    saved = {k: os.environ.get(k) for k in ("HCLOUD_ENDPOINT", "HCLOUD_TOKEN")}
-    try:
-        asyncio.run(main())
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    asyncio.run(main())
 
     counts = collections.Counter(r["outcome"] for r in records)
     summary = {
