@@ -93,8 +93,11 @@ def _ready_file(conf: dict[str, Any]) -> Path:
 
 
 def _mark_ready(conf: dict[str, Any], address: str) -> None:
+    # Written to a temporary file and renamed, so a reader never sees it half written.
     path = _ready_file(conf)
-    path.write_text(json.dumps({"address": address, "pid": os.getpid(), "time": time.time()}))
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"address": address, "pid": os.getpid(), "time": time.time()}))
+    os.replace(temporary, path)
 
 
 async def _main_run(conf: dict[str, Any]) -> None:
@@ -113,10 +116,13 @@ def _main_wait(conf: dict[str, Any], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     path = _ready_file(conf)
     while time.monotonic() < deadline:
-        if path.exists():
-            print(path.read_text())
-            return 0
-        time.sleep(0.1)
+        try:
+            ready = json.loads(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.1)
+            continue
+        print(json.dumps(ready))
+        return 0
     print(f"{conf['role']} not ready after {timeout:.0f} s", file=sys.stderr)
     return 1
 

@@ -273,16 +273,6 @@ class CloudClient:
         """Servers matching ``label_selector``."""
         return [ServerInfo.from_api(s) for s in await self.find("servers", label_selector)]
 
-    async def server(self, server_id: int) -> ServerInfo | None:
-        """One server, or None if it does not exist (any more)."""
-        try:
-            body = await self.request("GET", f"/servers/{server_id}")
-        except CloudError as exc:
-            if exc.code == "not_found":
-                return None
-            raise
-        return ServerInfo.from_api(body["server"])
-
 
 async def _backoff(attempt: int, what: str) -> None:
     delay = min(0.25 * 2**attempt, 8.0) * (0.5 + random.random())

@@ -257,12 +257,12 @@ class HetznerCluster(SpecCluster):
                 await self._attach_existing()
             else:
                 await ctx.create()
-                self._remember_settings()
+                await asyncio.to_thread(self._remember_settings)
                 self._i = max(self._i, len(self.worker_spec))
                 for name in self.worker_spec:  # start worker servers alongside the scheduler
                     ctx.provision(name, "worker")
             self._advertise_resources()
-            self.security = ctx.state.dask_security()
+            self.security = await asyncio.to_thread(ctx.state.dask_security)
         except BaseException:
             self.status = Status.failed
             await self._cleanup_after_failure()

@@ -74,6 +74,11 @@ class ClusterContext:
         self.owner = False
         self._tasks: dict[str, asyncio.Task[Node]] = {}
         self._scheduler_contact: asyncio.Future[str] | None = None
+        #: known_hosts is read-modify-write: one update at a time.
+        self._known_hosts_lock = asyncio.Lock()
+        #: The cluster's public SSH key (what nodes authorize) and CA, kept in memory.
+        self.authorized_key: str | None = None
+        self._ca: ClusterCA | None = None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -107,13 +112,9 @@ class ClusterContext:
                 f"destroy/nuke, or choose another prefix"
             )
         self.owner = True
-        self.state.ensure()
-        ssh_key = SSHKeyPair.generate(f"{self.prefix}-key")
-        self.state.save_ssh_key(ssh_key)
-        ca = ClusterCA.create(self.prefix)
-        self.state.save_ca(ca)
-        self.state.save_client_cert(ca.issue("client", server=False))
-        self.state.write_metadata({"prefix": self.prefix, "image": self.settings.image})
+        ssh_key, ca = await asyncio.to_thread(self._make_secrets)
+        self.authorized_key = ssh_key.public_openssh
+        self._ca = ca
         catalog = await cloud.catalog()
         s = self.settings
         logger.info("Creating SSH key, network and firewall of cluster %s ...", self.prefix)
@@ -126,6 +127,30 @@ class ClusterContext:
             rules=firewall_rules(s.allowed_cidrs, s.ssh_port, s.ports.scheduler),
             timeout=s.timeouts.server,
         )
+
+    def _make_secrets(self) -> tuple[SSHKeyPair, ClusterCA]:
+        """Generate and store the cluster's SSH key and CA (blocking: run in a thread)."""
+        self.state.ensure()
+        ssh_key = SSHKeyPair.generate(f"{self.prefix}-key")
+        self.state.save_ssh_key(ssh_key)
+        ca = ClusterCA.create(self.prefix)
+        self.state.save_ca(ca)
+        self.state.save_client_cert(ca.issue("client", server=False))
+        self.state.write_metadata({"prefix": self.prefix, "image": self.settings.image})
+        return ssh_key, ca
+
+    async def pin_host(self, server: ServerInfo, public_key: str) -> None:
+        """Pin ``server``'s host key for all its addresses in the cluster's known_hosts."""
+        hosts = [ip for ip in (server.public_ip, *server.private_ips) if ip]
+        async with self._known_hosts_lock:
+            await asyncio.to_thread(
+                self.state.set_known_host, hosts, self.settings.ssh_port, public_key
+            )
+
+    async def unpin_host(self, server: ServerInfo) -> None:
+        """Drop a deleted server's pinned host key."""
+        async with self._known_hosts_lock:
+            await asyncio.to_thread(self.forget_host, server)
 
     async def attach(self) -> list[ServerInfo]:
         """Find the running cluster's resources and nodes; return its servers."""
@@ -199,7 +224,9 @@ class ClusterContext:
 
     def node_files(self, name: str) -> dict[str, bytes]:
         """TLS files for a node: the cluster CA and a certificate of its own."""
-        ca = self.state.load_ca()
+        if self._ca is None:
+            self._ca = self.state.load_ca()
+        ca = self._ca
         pair = ca.issue(f"{self.prefix}-{name}")
         return {
             "tls/ca.pem": ca.cert_pem,
@@ -262,10 +289,10 @@ class ClusterContext:
                 timeout=self.settings.timeouts.delete,
                 what=f"deleting {node.server_name}",
             )
-        self.forget_host(node.server)
+        await self.unpin_host(node.server)
 
     def forget_host(self, server: ServerInfo) -> None:
-        """Drop a deleted server's pinned host key."""
+        """Drop a deleted server's pinned host key (blocking; see :meth:`unpin_host`)."""
         hosts = [ip for ip in (server.public_ip, *server.private_ips) if ip]
         if hosts and self.state.exists():
             self.state.remove_known_host(hosts, self.settings.ssh_port)

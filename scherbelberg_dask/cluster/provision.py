@@ -7,6 +7,7 @@ was doing, and the tail of its log (DESIGN §9).  Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from scherbelberg_dask.security.sshkeys import SSHKeyPair
 from scherbelberg_dask.ssh import SSHConnection, wait_for_ssh
 
 if TYPE_CHECKING:
+    from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
     from scherbelberg_dask.cluster.context import ClusterContext
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,11 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
     server_name = f"{ctx.prefix}-node-{name}"
     tag = f"[{name}]"
     started = time.monotonic()
-    host_key = SSHKeyPair.generate(server_name)
+    if ctx.authorized_key is None:
+        ctx.authorized_key = (await asyncio.to_thread(ctx.state.load_ssh_key)).public_openssh
+    host_key, user_data = await asyncio.to_thread(
+        _user_data, profile, server_name, ctx.authorized_key
+    )
     body: dict[str, Any] = {
         "name": server_name,
         "server_type": ctx.server_types[role].name,
@@ -73,11 +79,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
         "networks": [ctx.resources.network_id],
         "firewalls": [{"firewall": ctx.resources.firewall_id}],
         "labels": cluster_labels(ctx.prefix, role, name),
-        "user_data": profile.cloud_config(
-            host_key=host_key,
-            authorized_key=ctx.state.load_ssh_key().public_openssh,
-            hostname=server_name,
-        ),
+        "user_data": user_data,
     }
     logger.info("Creating node %s ...", server_name)
     try:
@@ -86,8 +88,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
         raise NodeStartError(
             name, f"creating server {server_name} failed: {exc}", phase="create"
         ) from exc
-    hosts = [ip for ip in (server.public_ip, *server.private_ips) if ip]
-    ctx.state.set_known_host(hosts, settings.ssh_port, host_key.public_openssh)
+    await ctx.pin_host(server, host_key.public_openssh)
     conn: SSHConnection | None = None
     step, phase = f"waiting for server {server_name} to start", "boot"
     try:
@@ -124,7 +125,9 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
             "options": ctx.node_options(role),
         }
         await asyncio.wait_for(
-            profile.setup(conn, role=role, files=ctx.node_files(name), node=node_conf),
+            profile.setup(
+                conn, role=role, files=await asyncio.to_thread(ctx.node_files, name), node=node_conf
+            ),
             settings.timeouts.bootstrap,
         )
         step, phase = f"waiting for the dask {role} to come up", "dask"
@@ -138,19 +141,20 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
             except Exception as log_exc:  # the node may be gone; the tail is best effort
                 logger.debug("%s could not fetch the log tail: %s", tag, log_exc)
         await _discard(ctx, server.id, server_name)
-        ctx.forget_host(server)
+        await ctx.unpin_host(server)
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
             raise
         raise NodeStartError(name, f"{step} failed: {exc}", tail, phase) from exc
     finally:
         if conn is not None:
             await conn.close()
-    refreshed = await cloud.server(server.id) or server
+    # The create answer already had the addresses: no need to ask again.
+    running = dataclasses.replace(server, status="running")
     return Node(
         name=name,
         role=role,
-        server=refreshed,
-        ssh=ctx.ssh_target(refreshed, profile.operator_user, name),
+        server=running,
+        ssh=ctx.ssh_target(running, profile.operator_user, name),
     )
 
 
@@ -170,3 +174,14 @@ async def _discard(ctx: ClusterContext, server_id: int, server_name: str) -> Non
             )
     except Exception as exc:
         logger.error("Could not delete failed node %s (nuke will): %s", server_name, exc)
+
+
+def _user_data(
+    profile: BootstrapProfile, server_name: str, authorized_key: str
+) -> tuple[SSHKeyPair, str]:
+    """A fresh host key and the cloud-init document pinning it (blocking: key generation)."""
+    host_key = SSHKeyPair.generate(server_name)
+    text = profile.cloud_config(
+        host_key=host_key, authorized_key=authorized_key, hostname=server_name
+    )
+    return host_key, text
