@@ -476,9 +476,9 @@ class HetznerCluster(SpecCluster):
             to_close = sorted(set(self.workers) - set(self.worker_spec))
             if to_close:
                 await self._retire(to_close)
-                await asyncio.gather(*(self.workers[name].close() for name in to_close))
-                for name in to_close:
-                    del self.workers[name]
+                # Dask's lost-worker handling may have closed some meanwhile.
+                closing = [self.workers.pop(name) for name in to_close if name in self.workers]
+                await asyncio.gather(*(worker.close() for worker in closing))
             to_open = [name for name in self.worker_spec if name not in self.workers]
             starting = {name: self._new_worker(name) for name in to_open}
             results = await asyncio.gather(

@@ -54,9 +54,20 @@ async def _harass_ssh(emulator: Emulator, rng: random.Random, stop: asyncio.Even
             continue
 
 
-async def _wait_workers(client: Client, count: int, timeout: float) -> None:
+async def _wait_workers(
+    cluster: HetznerCluster, client: Client, count: int, timeout: float
+) -> None:
+    """Wait for ``count`` workers, or fail clearly if the cluster gave up on some."""
+
     async def settled() -> None:
-        while len((await client.scheduler.identity())["workers"]) != count:  # noqa: ASYNC110
+        while True:
+            if len(cluster.worker_spec) < count:
+                raise RuntimeError(
+                    f"cluster stopped at {len(cluster.worker_spec)} of {count} workers: "
+                    + "; ".join(str(e).splitlines()[0] for e in cluster.failures.values())
+                )
+            if len((await client.scheduler.identity())["workers"]) == count:
+                return
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(settled(), timeout)
@@ -71,10 +82,10 @@ async def _lifecycle(emulator: Emulator, prefix: str, rng: random.Random) -> Non
         if rng.random() < 0.3 and cluster.worker_nodes:
             emulator.faults.crash_server(rng.choice(cluster.worker_nodes).server.id)
         cluster.scale(3)
-        await _wait_workers(client, 3, 180)
+        await _wait_workers(cluster, client, 3, 180)
         assert await client.submit(sum, range(10)) == 45
         cluster.scale(1)
-        await _wait_workers(client, 1, 120)
+        await _wait_workers(cluster, client, 1, 120)
 
 
 async def _run_one(emulator: Emulator, index: int, rng: random.Random) -> dict[str, Any]:
