@@ -8,7 +8,6 @@ packages that decide how data is serialized, plus the user's extra packages.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import sys
@@ -61,12 +60,6 @@ class NodeEnvironment:
     def requirements(self) -> list[str]:
         """pip requirement specifiers for the node."""
         return [f"{name}=={version}" for name, version in self.pinned.items()] + list(self.extra)
-
-    @property
-    def key(self) -> str:
-        """Short hash identifying this environment (for snapshot images)."""
-        text = json.dumps([self.python, sorted(self.pinned.items()), sorted(self.extra)])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def mismatches(self, probe_output: str) -> list[str]:
         """Differences between this environment and a node's :data:`PROBE` output."""

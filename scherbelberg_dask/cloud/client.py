@@ -269,10 +269,6 @@ class CloudClient:
         actions = [answer["action"], *answer.get("next_actions", [])]
         return server, [a["id"] for a in actions if a]
 
-    async def servers(self, label_selector: str) -> list[ServerInfo]:
-        """Servers matching ``label_selector``."""
-        return [ServerInfo.from_api(s) for s in await self.find("servers", label_selector)]
-
 
 async def _backoff(attempt: int, what: str) -> None:
     delay = min(0.25 * 2**attempt, 8.0) * (0.5 + random.random())

@@ -28,7 +28,6 @@ class RateLimitPacer:
         self._limit: int | None = None
         self._remaining: int | None = None
         self._seen_at = 0.0
-        self.waited = 0.0  # total seconds spent waiting, for diagnostics
 
     def observe(self, response: Any, *args: Any, **kwargs: Any) -> None:
         """``requests`` response hook: remember the budget the server reported."""
@@ -70,5 +69,4 @@ class RateLimitPacer:
         """Sleep as long as :meth:`delay` says."""
         seconds = self.delay()
         if seconds > 0:
-            self.waited += seconds
             await asyncio.sleep(seconds)

@@ -17,7 +17,7 @@ from scherbelberg_dask.bootstrap.profiles import BootstrapProfile, profile_for_i
 from scherbelberg_dask.cloud.catalog import ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo
 from scherbelberg_dask.cloud.errors import CatalogError
-from scherbelberg_dask.cloud.labels import NODE, ROLE, cluster_selector
+from scherbelberg_dask.cloud.labels import NODE, ROLE
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.provision import NodeStartError, provision_node
 from scherbelberg_dask.cluster.resources import (
@@ -327,6 +327,3 @@ class ClusterContext:
         if self.cloud is not None:
             await self.cloud.close()
             self.cloud = None
-
-    def selector(self, role: str | None = None) -> str:
-        return cluster_selector(self.prefix, role)
