@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 #: Error codes after which the same request may simply be sent again.
 _TRANSIENT = {"server_error", "unavailable", "timeout", "conflict", "rate_limit_exceeded", "locked"}
 #: Error codes after which a create may or may not have happened.
-_AMBIGUOUS = {"server_error", "unavailable", "timeout"}
+_AMBIGUOUS = {"server_error", "unavailable", "timeout", "unreachable"}
 _ATTEMPTS = 6
 
 
@@ -99,6 +99,9 @@ class CloudClient:
         )
         self.pacer = RateLimitPacer()
         self._hcloud._client._session.hooks["response"].append(self.pacer.observe)
+        # hcloud retries 429s and conflicts itself, sleeping in its thread and sending
+        # again past our pacer; we retry those ourselves, paced (see `request`).
+        self._hcloud._client._retry_max_retries = 0
         self._executor = ThreadPoolExecutor(
             max_workers=int(config.get("api.max-concurrency")), thread_name_prefix="hcloud"
         )
@@ -150,7 +153,10 @@ class CloudClient:
                         f"({code}); check HCLOUD_TOKEN",
                         code=code,
                     ) from None
-                if retry and code in _TRANSIENT and attempt < _ATTEMPTS - 1:
+                # A 429 or a conflict was refused before anything happened: safe to
+                # send again, even a POST.
+                refused = code in ("rate_limit_exceeded", "conflict", "locked")
+                if (refused or (retry and code in _TRANSIENT)) and attempt < _ATTEMPTS - 1:
                     await _backoff(attempt, f"{method} {path}: {code}")
                     continue
                 raise CloudError(
