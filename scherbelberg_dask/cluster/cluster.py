@@ -265,7 +265,7 @@ class HetznerCluster(SpecCluster):
             self.security = await asyncio.to_thread(ctx.state.dask_security)
         except BaseException:
             self.status = Status.failed
-            await self._cleanup_after_failure()
+            await self._release_cloud()
             raise
         await super()._start()
         if self.status == Status.running:
@@ -318,7 +318,8 @@ class HetznerCluster(SpecCluster):
                 "memory_limit": options["memory_limit"],
             }
 
-    async def _cleanup_after_failure(self) -> None:
+    async def _release_cloud(self) -> None:
+        """Delete what this process owns (after a failed start or on close); free the API."""
         try:
             if self.context.owner:
                 await self.context.destroy()
@@ -356,7 +357,7 @@ class HetznerCluster(SpecCluster):
             logger.warning("Scheduler unreachable while closing (%s); deleting servers.", exc)
             await Cluster._close(self)
         finally:
-            await self._cleanup_after_failure()
+            await self._release_cloud()
 
     # -- public API --------------------------------------------------------------------
 
