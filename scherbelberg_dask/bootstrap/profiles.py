@@ -189,6 +189,14 @@ class CloudProfile(BootstrapProfile):
     async def setup(
         self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
     ) -> None:
+        # One command first: a server that cannot run anything (wrong image) says why
+        # here, instead of failing the file upload with a protocol error.
+        probe = await conn.run("uname -m", check=False, timeout=60)
+        if probe.exit_status != 0:
+            raise BootstrapError(
+                f"the server cannot run the setup (exit {probe.exit_status}): "
+                + (probe.stderr or probe.stdout).strip()
+            )
         upload = self.node_files(files, node)
         upload[f"{NODE_DIR}/setup.sh"] = self.script(role).encode()
         await conn.upload(upload)

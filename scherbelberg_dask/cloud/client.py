@@ -83,10 +83,16 @@ class CloudClient:
     """
 
     def __init__(self, token: str | None = None, endpoint: str | None = None) -> None:
-        token = config.api_token(token)
+        token = (config.api_token(token) or "").strip()
         if not token:
             raise CloudAuthError(
                 "no Hetzner Cloud API token: set HCLOUD_TOKEN (or pass token=...)",
+                code="unauthorized",
+            )
+        if not token.isprintable() or any(c.isspace() for c in token):
+            raise CloudAuthError(
+                "the Hetzner Cloud API token contains spaces or control characters: set "
+                "HCLOUD_TOKEN to the token exactly as the Cloud Console shows it",
                 code="unauthorized",
             )
         self.endpoint = config.api_endpoint(endpoint).rstrip("/")
@@ -200,11 +206,20 @@ class CloudClient:
     async def catalog(self) -> Catalog:
         """Server types, locations and images (fetched once per client)."""
         if self._catalog is None:
-            types, locations, images = await asyncio.gather(
-                self.get_all("/server_types", "server_types"),
-                self.get_all("/locations", "locations"),
-                self.get_all("/images", "images", {"type": ["system", "snapshot"]}),
-            )
+            try:
+                types, locations, images = await asyncio.gather(
+                    self.get_all("/server_types", "server_types"),
+                    self.get_all("/locations", "locations"),
+                    self.get_all("/images", "images", {"type": ["system", "snapshot"]}),
+                )
+            except CloudError as exc:
+                if exc.code != "not_found":
+                    raise
+                raise CloudUnreachableError(
+                    f"{self.endpoint} is not the Hetzner Cloud API (it has no "
+                    "/server_types); check HCLOUD_ENDPOINT, e.g. https://api.hetzner.cloud/v1",
+                    code="not_found",
+                ) from None
             self._catalog = Catalog.from_api(types, locations, images)
         return self._catalog
 

@@ -1,8 +1,11 @@
 """Pacing API calls by Hetzner's ``RateLimit-*`` response headers.
 
 Hetzner refills a project's request budget gradually (3600 an hour, one a second by
-default).  The hcloud client ignores the headers and only retries after a 429; the pacer
-reads them from every response and makes the next call wait for a refill instead.
+default) up to a full bucket, and reports it in every answer: ``RateLimit-Limit``
+(requests per hour), ``RateLimit-Remaining`` and ``RateLimit-Reset`` (the UNIX time at
+which the bucket will be full again).  The hcloud client ignores the headers and only
+retries after a 429; the pacer reads them from every response and makes the next call
+wait for a refill instead.
 """
 
 from __future__ import annotations
@@ -10,24 +13,41 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
 class RateLimitPacer:
     """Track the budget from response headers and delay calls when it runs low.
 
+    The pacer keeps a local estimate of the tokens in the bucket: the last reported
+    ``Remaining``, plus the refill since, minus the calls let through since, and never
+    more than the bucket holds when full (estimated from ``Reset``).  Calls are let
+    through while more than ``reserve`` tokens are left; later ones are queued one refill
+    apart.
+
     Parameters
     ----------
     reserve
         Requests kept in hand: when fewer remain, calls wait for the bucket to refill.
+    clock, wall_clock
+        Monotonic and UNIX clocks (for tests).
     """
 
-    def __init__(self, reserve: int = 4) -> None:
+    def __init__(
+        self,
+        reserve: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.reserve = reserve
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        self._limit: int | None = None
-        self._remaining: int | None = None
-        self._seen_at = 0.0
+        self._rate = 0.0  # tokens per second; 0 until the first answer with headers
+        self._capacity = 0.0
+        self._tokens = 0.0  # estimate at self._stamp; negative when calls are queued
+        self._stamp = 0.0
 
     def observe(self, response: Any, *args: Any, **kwargs: Any) -> None:
         """``requests`` response hook: remember the budget the server reported."""
@@ -35,35 +55,45 @@ class RateLimitPacer:
         try:
             limit = int(headers["RateLimit-Limit"])
             remaining = int(headers["RateLimit-Remaining"])
+            reset = float(headers["RateLimit-Reset"])
         except (KeyError, ValueError):
             return
+        if limit < 1:
+            return
         with self._lock:
-            now = time.monotonic()
-            if self._remaining is not None and self._limit == limit:
-                # Answers to concurrent calls arrive in any order, and calls still in
-                # flight have already spent tokens: never believe in more budget than
+            now = self._clock()
+            rate = limit / 3600.0
+            # Full when Reset comes: that tells the bucket's size, which may be smaller
+            # than the hourly limit.  Reset is rounded up to a whole second: take that
+            # second off, so that the size is never overestimated by more than a token.
+            full = remaining + max(0.0, reset - self._wall_clock() - 1.0) * rate
+            self._capacity = min(float(limit), max(1.0, full))
+            if self._rate != rate:
+                self._rate = rate
+                estimate = float(remaining)
+            else:
+                # Answers to concurrent calls arrive in any order, and calls let through
+                # or queued have already been counted: never believe in more budget than
                 # the local estimate.
-                remaining = min(remaining, int(self._available(now)))
-            self._limit, self._remaining, self._seen_at = limit, remaining, now
+                estimate = min(float(remaining), self._available(now))
+            self._tokens, self._stamp = estimate, now
 
     def delay(self) -> float:
-        """Seconds to wait before the next call so as not to run the bucket dry."""
+        """Count one call and return the seconds it must wait first (0: go now)."""
         with self._lock:
-            if self._limit is None or self._remaining is None:
+            if self._rate == 0.0:
                 return 0.0
-            refill_per_second = self._limit / 3600.0
-            available = self._available(time.monotonic())
+            now = self._clock()
+            available = self._available(now)
+            self._tokens, self._stamp = available - 1.0, now
             if available > self.reserve:
-                # Spend one token locally so concurrent callers spread out.
-                self._remaining -= 1
                 return 0.0
-            self._remaining -= 1
-            return (self.reserve + 1 - available) / refill_per_second
+            return (self.reserve + 1.0 - available) / self._rate
 
     def _available(self, now: float) -> float:
-        """Tokens in the bucket now, by the last answer plus the refill since."""
-        assert self._limit is not None and self._remaining is not None
-        return self._remaining + (now - self._seen_at) * self._limit / 3600.0
+        """Tokens in the bucket now: the estimate plus the refill since, up to full."""
+        refilled = self._tokens + (now - self._stamp) * self._rate
+        return min(self._capacity, refilled)
 
     async def wait(self) -> None:
         """Sleep as long as :meth:`delay` says."""

@@ -92,6 +92,7 @@ class ClusterContext:
         cloud = await self._open_cloud()
         catalog = await cloud.catalog()
         s = self.settings
+        catalog.location(s.location)
         for role, name in (("scheduler", s.scheduler_type), ("worker", s.worker_type)):
             try:
                 self.server_types[role] = catalog.server_type(name, s.location)

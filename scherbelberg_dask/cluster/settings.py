@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import ipaddress
+import json
 from collections.abc import Mapping
 from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 from scherbelberg_dask import config
 from scherbelberg_dask.cloud.labels import validate_prefix
@@ -87,7 +91,14 @@ class ClusterSettings:
         ssh_port = _port("ssh_port", pick("ssh_port"))
         if ssh_port in (ports.scheduler, ports.dashboard, ports.nanny):
             raise ValueError(f"ssh_port {ssh_port} clashes with a Dask port; choose another")
-        timeouts_in = {**config.get("timeouts"), **(arguments.pop("timeouts", None) or {})}
+        timeouts_in = {
+            **config.get("timeouts"),
+            **_mapping("timeouts", arguments.pop("timeouts", None)),
+        }
+        unknown = set(timeouts_in) - {f.name for f in dataclasses.fields(Timeouts)}
+        if unknown:
+            known = ", ".join(f.name for f in dataclasses.fields(Timeouts))
+            raise ValueError(f"unknown timeouts: {', '.join(sorted(unknown))}; known: {known}")
         timeouts = Timeouts(**{k: _positive(f"timeouts.{k}", v) for k, v in timeouts_in.items()})
         settings = cls(
             prefix=prefix,
@@ -100,15 +111,18 @@ class ClusterSettings:
             ports=ports,
             network_ip_range=_network(arguments.pop("network_ip_range", None)),
             allowed_cidrs=_cidrs(pick("allowed_cidrs")),
-            packages=_strings("packages", pick("packages")),
+            packages=_requirements(pick("packages")),
             env_vars=_env(pick("env_vars")),
-            worker_options=_mapping("worker_options", pick("worker_options")),
-            scheduler_options=_mapping("scheduler_options", pick("scheduler_options")),
+            worker_options=_options("worker_options", pick("worker_options")),
+            scheduler_options=_options("scheduler_options", pick("scheduler_options")),
             timeouts=timeouts,
             state_dir=pick("state_dir"),
         )
         if arguments:
-            raise TypeError(f"unknown cluster settings: {', '.join(sorted(arguments))}")
+            known = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise TypeError(
+                f"unknown cluster settings: {', '.join(sorted(arguments))}; known: {known}"
+            )
         return settings
 
 
@@ -163,20 +177,71 @@ def _cidrs(value: Any) -> tuple[str, ...]:
     return tuple(cidrs)
 
 
-def _strings(name: str, value: Any) -> tuple[str, ...]:
+def _requirements(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split()
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{name} must be a list of strings, not {value!r}")
+        raise ValueError(f"packages must be a list of pip requirements, not {value!r}")
+    for item in value:
+        try:
+            Requirement(item)
+        except InvalidRequirement:
+            raise ValueError(
+                f"packages entry {item!r} is not a pip requirement "
+                "(e.g. 'xarray', 'zarr>=2.18', 'pandas[parquet]')"
+            ) from None
     return tuple(value)
 
 
 def _env(value: Any) -> dict[str, str]:
     mapping = _mapping("env_vars", value)
-    for key in mapping:
-        if not key.isidentifier():
-            raise ValueError(f"env_vars key {key!r} is not a valid environment variable name")
+    for key, item in mapping.items():
+        if not isinstance(key, str) or not key.isidentifier() or not key.isascii():
+            raise ValueError(
+                f"env_vars key {key!r} is not an environment variable name: use letters, "
+                "digits and '_', not starting with a digit"
+            )
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise ValueError(f"env_vars[{key!r}] must be a string or a number, not {item!r}")
     return {k: str(v) for k, v in mapping.items()}
+
+
+#: Options the cluster sets itself on every scheduler and worker.
+_RESERVED_OPTIONS = frozenset(
+    {
+        "host", "port", "worker_port", "protocol", "security", "name", "env",
+        "dashboard_address", "listen_address", "contact_address", "interface",
+        "scheduler_ip", "scheduler_port", "scheduler_file",
+    }
+)  # fmt: skip
+
+
+def _options(name: str, value: Any) -> dict[str, Any]:
+    """Keyword arguments for ``Scheduler`` or ``Nanny``/``Worker`` on the nodes."""
+    from distributed import Nanny, Scheduler, Worker
+
+    options = _mapping(name, value)
+    targets = (Scheduler,) if name == "scheduler_options" else (Nanny, Worker)
+    accepted = {p for t in targets for p in inspect.signature(t).parameters} - {"kwargs"}
+    for key, item in options.items():
+        if key in _RESERVED_OPTIONS:
+            raise ValueError(f"{name}[{key!r}] is set by the cluster itself; leave it out")
+        if key not in accepted:
+            raise ValueError(
+                f"{name} key {key!r} is not a parameter of "
+                f"{' or '.join(t.__name__ for t in targets)}"
+            )
+        try:
+            json.dumps(item)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name}[{key!r}] must be plain data (it is sent to the nodes as JSON), "
+                f"not {type(item).__name__}"
+            ) from None
+    threads = options.get("nthreads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{name}['nthreads'] must be a whole number ≥ 1, not {threads!r}")
+    return options
 
 
 def _mapping(name: str, value: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from tests.cluster.conftest import count_left
 pytestmark = pytest.mark.faults
 
 CYCLES = int(os.environ.get("SCHERBELBERG_DATA_CYCLES", "4"))
-KILLS = int(os.environ.get("SCHERBELBERG_KILLS", "3"))
+KILLS = int(os.environ.get("SCHERBELBERG_KILLS", "3"))  # kill points, 1 to 7
 
 
 async def _worker_count(client: Client) -> int:
@@ -85,8 +85,12 @@ def _poll_until(predicate: Any, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def test_killed_client_is_recovered_by_nuke(hetzner_emulator_env: Emulator) -> None:
-    """kill -9 of the creating process at random points of its start: nuke cleans up."""
+def test_killed_client_is_recovered(hetzner_emulator_env: Emulator) -> None:
+    """kill -9 of the creating process at random points of its start.
+
+    A cluster that was fully up is taken over with ``from_existing`` (it computes, then
+    ``destroy`` removes it); a half-made one is removed by ``nuke``.  Nothing is left.
+    """
     cloud = hetzner_emulator_env
     state_dir = dask.config.get("scherbelberg.state-dir")
     code = textwrap.dedent(
@@ -100,10 +104,11 @@ def test_killed_client_is_recovered_by_nuke(hetzner_emulator_env: Emulator) -> N
         """
     )
     # Kill points: after this many of the cluster's resources exist (key, network,
-    # firewall, then three servers), or once the whole cluster is up.
-    points: list[int | str] = [0, 1, 3, 4, 5, 6, "ready"]
-    random.Random(3).shuffle(points)
-    for index, point in enumerate(points[:KILLS]):
+    # firewall, then three servers), or once the whole cluster is up (always tried).
+    partial: list[int | str] = [0, 1, 3, 4, 5, 6]
+    random.Random(3).shuffle(partial)
+    points = ["ready", *partial[: max(0, KILLS - 1)]]
+    for index, point in enumerate(points):
         prefix = f"kill{index}"
         env = {**os.environ, **cloud.env(), "DASK_SCHERBELBERG__STATE_DIR": str(state_dir)}
         process = subprocess.Popen(
@@ -126,8 +131,14 @@ def test_killed_client_is_recovered_by_nuke(hetzner_emulator_env: Emulator) -> N
             )
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        nuke(prefix)
-        assert count_left(cloud, prefix) == 0, f"kill at {point}: resources left after nuke"
+        if point == "ready":
+            with HetznerCluster.from_existing(prefix) as cluster, Client(cluster) as client:
+                client.wait_for_workers(2, timeout=60)
+                assert client.submit(sum, range(10)).result(timeout=60) == 45
+                cluster.destroy()
+        else:
+            nuke(prefix)
+        assert count_left(cloud, prefix) == 0, f"kill at {point}: resources left after recovery"
 
 
 def test_many_workers_with_a_small_rate_limit_bucket(
@@ -157,9 +168,10 @@ def test_many_workers_with_a_small_rate_limit_bucket(
 
     counters = asyncio.run(main())
     requests = counters["total"]["requests"]
+    refused = counters["by_status"].get("429", 0)
+    print(f"rate limit: {workers} workers, {requests} requests, {refused} answered 429")
     # The bucket really was too small for this cluster: pacing was needed ...
     assert requests > 3 * 12
-    # ... and the client paced itself rather than hammering the API: 429s are retried
-    # (paced) and stay a minority.  Known gap: with 32 workers about 17 % of requests
-    # still meet a 429 (was 37 % unpaced); at 6-12 workers it is under 5 %.
-    assert counters["by_status"].get("429", 0) <= max(2, requests // 4), counters
+    # ... and the client paced itself by the RateLimit headers instead of running into
+    # the limit (the few 429s allowed are answers overtaken by others in flight).
+    assert refused <= max(2, requests // 50), counters

@@ -1,8 +1,6 @@
-"""Cluster settings are validated before any I/O, with messages that name the fix."""
+"""Cluster settings: defaults and valid input (bad input: tests/cluster/test_bad_input.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
@@ -20,37 +18,24 @@ def test_defaults_are_current_and_cheap() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        ({"prefix": "Cluster"}, "prefix"),
-        ({"prefix": "a" * 31}, "prefix"),
-        ({"prefix": "-ab"}, "prefix"),
-        ({"prefix": ""}, "prefix"),
-        ({"workers": -1}, "whole number"),
-        ({"workers": 1.5}, "whole number"),
-        ({"workers": True}, "whole number"),
-        ({"workers": "2"}, "whole number"),
-        ({"scheduler_port": 9756}, "clash"),
-        ({"nanny_port": 70000}, "port"),
-        ({"ssh_port": 9753}, "clashes"),
-        ({"allowed_cidrs": ["10.0.0.1/8"]}, "CIDR"),
-        ({"allowed_cidrs": ["not-a-net"]}, "CIDR"),
-        ({"allowed_cidrs": []}, "non-empty"),
-        ({"network_ip_range": "10.0.0.0/28"}, "/24 or larger"),
-        ({"network_ip_range": "fd00::/64"}, "IPv4"),
-        ({"timeouts": {"ssh": 0}}, "positive"),
-        ({"env_vars": {"1BAD": "x"}}, "environment variable"),
-        ({"worker_type": ""}, "non-empty"),
-    ],
-)
-def test_invalid_settings(arguments: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        ClusterSettings.resolve(**arguments)
+def test_valid_extras_are_kept() -> None:
+    settings = ClusterSettings.resolve(
+        packages="xarray zarr>=2.18 pandas[parquet]",
+        env_vars={"OMP_NUM_THREADS": 1, "MODE": "fast"},
+        worker_options={"nthreads": 2, "resources": {"GPU": 1}, "lifetime": "1h"},
+        scheduler_options={"idle_timeout": "10 minutes"},
+        allowed_cidrs="203.0.113.0/24",
+        timeouts={"ssh": 5},
+    )
+    assert settings.packages == ("xarray", "zarr>=2.18", "pandas[parquet]")
+    assert settings.env_vars == {"OMP_NUM_THREADS": "1", "MODE": "fast"}
+    assert settings.worker_options["resources"] == {"GPU": 1}
+    assert settings.allowed_cidrs == ("203.0.113.0/24",)
+    assert settings.timeouts.ssh == 5.0
 
 
 def test_unknown_setting_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(TypeError, match="unknown cluster settings: colour; known: prefix"):
         ClusterSettings.resolve(colour="blue")
 
 
