@@ -23,6 +23,8 @@ from typing import Any
 import pexpect
 import pytest
 
+from scherbelberg_dask.security import SSHKeyPair
+from scherbelberg_dask.state import StateDir
 from tests.cli.conftest import CLI, LOG_LINE, LineReader, error_lines, killed_on_exit
 
 pytestmark = pytest.mark.openssh
@@ -124,6 +126,25 @@ def test_ssh_runs_a_command_and_returns_its_status(cli: CLI, created: Any) -> No
     assert "err-1" in result.stderr
     # The user's own known_hosts is never touched.
     assert _user_known_hosts() == before
+
+
+def test_ssh_refuses_a_swapped_host_key(cli: CLI, created: Any) -> None:
+    """A server that shows another host key than the pinned one gets no command."""
+    known_hosts = StateDir(PREFIX, base=cli.state_dir).known_hosts_path
+    pinned = known_hosts.read_text()
+    impostor = SSHKeyPair.generate("impostor").public_openssh.split()[:2]
+    swapped = [line.split()[:1] + impostor for line in pinned.splitlines() if line.strip()]
+    known_hosts.write_text("".join(" ".join(fields) + "\n" for fields in swapped))
+    try:
+        result = cli.run("ssh", "--prefix", PREFIX, "worker000", "echo ran-$((6*7))")
+        assert result.returncode == 255
+        assert "ran-42" not in result.stdout
+        assert re.search(r"host key|HOST IDENTIFICATION", result.stderr, re.IGNORECASE)
+        # Nothing was re-pinned or added behind the user's back.
+        assert known_hosts.read_text().split() == [f for row in swapped for f in row]
+    finally:
+        known_hosts.write_text(pinned)
+    assert cli.run("ssh", "--prefix", PREFIX, "worker000", "true").returncode == 0
 
 
 def test_ssh_interactive_session_through_openssh(cli: CLI, created: Any) -> None:
