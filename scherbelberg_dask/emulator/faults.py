@@ -102,6 +102,7 @@ class Faults:
         self._fail_next_boots = 0
         self._sink: ServerFaultSink | None = None
         self._injected = 0
+        self._failed_boots = 0
 
     # -- API errors ---------------------------------------------------------------------
 
@@ -173,10 +174,13 @@ class Faults:
         with self._lock:
             if self._fail_next_boots > 0:
                 self._fail_next_boots -= 1
-                return True
-            return self._boot_failure_rate > 0.0 and self._random.random() < (
-                self._boot_failure_rate
-            )
+                fails = True
+            else:
+                fails = self._boot_failure_rate > 0.0 and self._random.random() < (
+                    self._boot_failure_rate
+                )
+            self._failed_boots += fails
+            return fails
 
     # -- per-server faults --------------------------------------------------------------
 
@@ -240,6 +244,7 @@ class Faults:
                 "fail_next_boots": self._fail_next_boots,
                 "seed": self._seed,
                 "injected_api_errors": self._injected,
+                "failed_boots": self._failed_boots,
             }
 
     def update(self, settings: Mapping[str, Any]) -> None:
@@ -261,7 +266,8 @@ class Faults:
             "fail_next_boots",
             "seed",
         }
-        unknown = sorted(set(settings) - allowed)
+        # The counters of to_dict() are read-only: a settings dict read back is accepted.
+        unknown = sorted(set(settings) - allowed - {"injected_api_errors", "failed_boots"})
         if unknown:
             raise ValueError(
                 f"unknown fault settings {unknown}; valid: {', '.join(sorted(allowed))}"

@@ -68,7 +68,9 @@ def test_global_error_rate_spares_introspection(emulator_factory: EmulatorFactor
     statuses = {raw("GET", "/locations").status_code for _ in range(20)}
     assert statuses <= {500, 503, 429, 409} and len(statuses) > 1
     assert raw("GET", "/_emulator/state").status_code == 200
-    raw("PUT", "/_emulator/faults", json={"api_error_rate": 0})
+    # The settings read back (counters included) are accepted as they are.
+    settings = {**raw("GET", "/_emulator/faults").json(), "api_error_rate": 0}
+    assert raw("PUT", "/_emulator/faults", json=settings).status_code == 200
     assert raw("GET", "/locations").status_code == 200
 
 
@@ -104,8 +106,9 @@ def test_failed_boot(emulator: Emulator, client: hcloud.Client) -> None:
     state = server_state(emulator, server.id)
     assert state is not None and state["ssh_up"] is False
     assert not listening(server.public_net.ipv4.ip, emulator.ssh_port)
-    # Only the next boot failed.
+    # Only the next boot failed, and it was counted.
     _running(emulator, client, "healthy")
+    assert emulator.faults.to_dict()["failed_boots"] == 1
 
 
 def test_boot_failure_rate(emulator_factory: EmulatorFactory) -> None:
