@@ -77,7 +77,7 @@ async def test_scale_down_and_adapt_down_lose_no_keys(hetzner_emulator_env: Emul
             checked += len(futures)
             total = sum(float(chunk.sum()) for chunk in await client.gather(futures))
             assert total == pytest.approx(values.sum())
-    print(f"data safety: {CYCLES} scale-down/adapt-down cycles, {checked} keys checked, {lost} lost")
+    print(f"data safety: {CYCLES} scale-down cycles, {checked} keys checked, {lost} lost")
     assert lost == 0
 
 
