@@ -50,14 +50,14 @@ async def test_failed_boot_is_replaced(cloud) -> None:  # type: ignore[no-untype
 
 
 async def test_failed_dask_start_shows_log_tail(cloud) -> None:  # type: ignore[no-untyped-def]
-    # A worker option Dask rejects: the worker service starts, crashes and restarts.
+    # A preload module the node does not have: the worker service starts, crashes, restarts.
     # A failure of the node itself is not retried: a new server would fail the same way.
     async with HetznerCluster(
         workers=0,
         prefix="tail",
         asynchronous=True,
         timeouts={"dask": 8},
-        worker_options={"nthreads": "many"},
+        worker_options={"preload": ["scherbelberg_no_such_module"]},
     ) as cluster:
         cluster.scale(1)
         await _until(lambda: "worker000" in cluster.failures, timeout=180)
