@@ -1,0 +1,1 @@
+"""Data files of the emulator (the server type, location and image catalog)."""
