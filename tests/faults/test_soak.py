@@ -8,8 +8,10 @@ no resource of its cluster behind (after ``close()``, or after ``nuke`` where cl
 failed).
 
 The count is ``SCHERBELBERG_SOAK_LIFECYCLES`` (default 4, for CI; the full proof is 30):
-``SCHERBELBERG_SOAK_LIFECYCLES=30 pytest -m faults tests/faults``.  A summary is printed
-and written to ``SCHERBELBERG_SOAK_REPORT`` if set.
+``SCHERBELBERG_SOAK_LIFECYCLES=30 pytest -m faults tests/faults``.  The emulator's timing
+is ``SCHERBELBERG_SOAK_PROFILE`` (``instant``, the default, or ``realistic``) times
+``SCHERBELBERG_SOAK_TIME_SCALE`` (default 1).  A summary is printed and written to
+``SCHERBELBERG_SOAK_REPORT`` if set.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from tests.cluster.conftest import count_left
 pytestmark = pytest.mark.faults
 
 LIFECYCLES = int(os.environ.get("SCHERBELBERG_SOAK_LIFECYCLES", "4"))
+PROFILE = os.environ.get("SCHERBELBERG_SOAK_PROFILE", "instant")
+TIME_SCALE = float(os.environ.get("SCHERBELBERG_SOAK_TIME_SCALE", "1"))
 #: A lifecycle that takes longer than this has hung.
 LIFECYCLE_LIMIT = 300.0
 TIMEOUTS = {"server": 60, "ssh": 30, "bootstrap": 120, "dask": 60, "delete": 60}
@@ -125,7 +129,9 @@ def test_lifecycles_under_faults(tmp_path: Any, monkeypatch: pytest.MonkeyPatch)
     tally: collections.Counter[str] = collections.Counter()
 
     async def main() -> None:
-        async with Emulator(ssh_port=free_port(), seed=7) as emulator:
+        async with Emulator(
+            ssh_port=free_port(), seed=7, profile=PROFILE, time_scale=TIME_SCALE
+        ) as emulator:
             for name, value in emulator.env().items():
                 monkeypatch.setenv(name, value)
             emulator.faults.set_api_error_kinds(
