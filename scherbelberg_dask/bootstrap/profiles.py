@@ -193,9 +193,10 @@ class CloudProfile(BootstrapProfile):
         # here, instead of failing the file upload with a protocol error.
         probe = await conn.run("uname -m", check=False, timeout=60)
         if probe.exit_status != 0:
+            said = (probe.stderr or probe.stdout).strip() or "no output"
             raise BootstrapError(
-                f"the server cannot run the setup (exit {probe.exit_status}): "
-                + (probe.stderr or probe.stdout).strip()
+                f"the server cannot run the setup (`uname -m` exited with "
+                f"{probe.exit_status}): {said}"
             )
         upload = self.node_files(files, node)
         upload[f"{NODE_DIR}/setup.sh"] = self.script(role).encode()

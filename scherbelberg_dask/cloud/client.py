@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import random
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -89,13 +90,21 @@ class CloudClient:
                 "no Hetzner Cloud API token: set HCLOUD_TOKEN (or pass token=...)",
                 code="unauthorized",
             )
-        if not token.isprintable() or any(c.isspace() for c in token):
+        if not token.isascii() or not token.isprintable() or " " in token:
             raise CloudAuthError(
-                "the Hetzner Cloud API token contains spaces or control characters: set "
-                "HCLOUD_TOKEN to the token exactly as the Cloud Console shows it",
+                "the Hetzner Cloud API token contains spaces, control or non-ASCII "
+                "characters: set HCLOUD_TOKEN to the token exactly as the Cloud Console "
+                "shows it",
                 code="unauthorized",
             )
         self.endpoint = config.api_endpoint(endpoint).rstrip("/")
+        url = urllib.parse.urlsplit(self.endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise CloudUnreachableError(
+                f"{self.endpoint!r} is not an http(s) URL: check HCLOUD_ENDPOINT, "
+                "e.g. https://api.hetzner.cloud/v1",
+                code="unreachable",
+            )
         self._hcloud = hcloud.Client(
             token=token,
             api_endpoint=self.endpoint,
@@ -169,7 +178,8 @@ class CloudClient:
                     f"{method} {path} failed: {code}: {exc.message}", code=code
                 ) from None
             except requests.RequestException as exc:
-                if retry and attempt < _ATTEMPTS - 1:
+                # Invalid URLs and headers (ValueErrors) fail the same way every time.
+                if retry and not isinstance(exc, ValueError) and attempt < _ATTEMPTS - 1:
                     await _backoff(attempt, f"{method} {path}: {type(exc).__name__}")
                     continue
                 raise CloudUnreachableError(
@@ -212,8 +222,8 @@ class CloudClient:
                     self.get_all("/locations", "locations"),
                     self.get_all("/images", "images", {"type": ["system", "snapshot"]}),
                 )
-            except CloudError as exc:
-                if exc.code != "not_found":
+            except (CloudError, KeyError) as exc:
+                if isinstance(exc, CloudError) and exc.code not in ("not_found", "404"):
                     raise
                 raise CloudUnreachableError(
                     f"{self.endpoint} is not the Hetzner Cloud API (it has no "

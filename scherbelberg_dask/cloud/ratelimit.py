@@ -11,9 +11,11 @@ wait for a refill instead.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 
@@ -22,16 +24,18 @@ class RateLimitPacer:
 
     The pacer keeps a local estimate of the tokens in the bucket: the last reported
     ``Remaining``, plus the refill since, minus the calls let through since, and never
-    more than the bucket holds when full (estimated from ``Reset``).  Calls are let
-    through while more than ``reserve`` tokens are left; later ones are queued one refill
-    apart.
+    more than the bucket holds when full (from ``Reset``; the hourly limit without it).
+    Calls are let through while more than ``reserve`` tokens are left; later ones are
+    queued one refill apart.  Until the first answer the budget is unknown and calls are
+    not delayed; a 429 among them is retried, paced, by the caller.
 
     Parameters
     ----------
     reserve
         Requests kept in hand: when fewer remain, calls wait for the bucket to refill.
     clock, wall_clock
-        Monotonic and UNIX clocks (for tests).
+        Monotonic and UNIX clocks (for tests); the UNIX clock is only used for answers
+        without a ``Date`` header.
     """
 
     def __init__(
@@ -55,19 +59,15 @@ class RateLimitPacer:
         try:
             limit = int(headers["RateLimit-Limit"])
             remaining = int(headers["RateLimit-Remaining"])
-            reset = float(headers["RateLimit-Reset"])
         except (KeyError, ValueError):
             return
         if limit < 1:
             return
+        rate = limit / 3600.0
+        capacity = min(float(limit), max(1.0, remaining + self._seconds_to_full(headers) * rate))
         with self._lock:
             now = self._clock()
-            rate = limit / 3600.0
-            # Full when Reset comes: that tells the bucket's size, which may be smaller
-            # than the hourly limit.  Reset is rounded up to a whole second: take that
-            # second off, so that the size is never overestimated by more than a token.
-            full = remaining + max(0.0, reset - self._wall_clock() - 1.0) * rate
-            self._capacity = min(float(limit), max(1.0, full))
+            self._capacity = capacity
             if self._rate != rate:
                 self._rate = rate
                 estimate = float(remaining)
@@ -77,6 +77,24 @@ class RateLimitPacer:
                 # the local estimate.
                 estimate = min(float(remaining), self._available(now))
             self._tokens, self._stamp = estimate, now
+
+    def _seconds_to_full(self, headers: Any) -> float:
+        """How long until the bucket is full, by the server's clock (inf: unknown).
+
+        ``RateLimit-Reset`` is a UNIX time rounded up to a second; it is compared with
+        the answer's ``Date`` (rounded down) so that the client's clock does not matter.
+        The error is taken off, so the bucket's size is never overestimated.
+        """
+        try:
+            reset = float(headers["RateLimit-Reset"])
+        except (KeyError, ValueError):
+            return math.inf
+        try:
+            server_now = parsedate_to_datetime(headers["Date"]).timestamp()
+            slack = 2.0
+        except (KeyError, TypeError, ValueError):
+            server_now, slack = self._wall_clock(), 1.0
+        return max(0.0, reset - server_now - slack)
 
     def delay(self) -> float:
         """Count one call and return the seconds it must wait first (0: go now)."""

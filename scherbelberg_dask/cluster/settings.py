@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import ipaddress
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,7 +134,12 @@ def _port(name: str, value: Any) -> int:
 
 
 def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
 
@@ -179,18 +185,25 @@ def _cidrs(value: Any) -> tuple[str, ...]:
 
 def _requirements(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
-        value = value.split()
+        # One requirement ("zarr >= 2.18", "pkg @ https://..."), else several by spaces.
+        value = [value] if _is_requirement(value) else value.split()
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"packages must be a list of pip requirements, not {value!r}")
     for item in value:
-        try:
-            Requirement(item)
-        except InvalidRequirement:
+        if not _is_requirement(item):
             raise ValueError(
-                f"packages entry {item!r} is not a pip requirement "
-                "(e.g. 'xarray', 'zarr>=2.18', 'pandas[parquet]')"
-            ) from None
+                f"packages entry {item!r} is not a pip requirement (e.g. 'xarray', "
+                "'zarr>=2.18', 'pandas[parquet]', 'name @ https://host/name.whl')"
+            )
     return tuple(value)
+
+
+def _is_requirement(text: str) -> bool:
+    try:
+        Requirement(text)
+    except InvalidRequirement:
+        return False
+    return True
 
 
 def _env(value: Any) -> dict[str, str]:
@@ -201,8 +214,10 @@ def _env(value: Any) -> dict[str, str]:
                 f"env_vars key {key!r} is not an environment variable name: use letters, "
                 "digits and '_', not starting with a digit"
             )
-        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
-            raise ValueError(f"env_vars[{key!r}] must be a string or a number, not {item!r}")
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool) or "\0" in str(item):
+            raise ValueError(
+                f"env_vars[{key!r}] must be a string (without NUL) or a number, not {item!r}"
+            )
     return {k: str(v) for k, v in mapping.items()}
 
 
@@ -219,17 +234,26 @@ _RESERVED_OPTIONS = frozenset(
 def _options(name: str, value: Any) -> dict[str, Any]:
     """Keyword arguments for ``Scheduler`` or ``Nanny``/``Worker`` on the nodes."""
     from distributed import Nanny, Scheduler, Worker
+    from distributed.core import Server
 
     options = _mapping(name, value)
-    targets = (Scheduler,) if name == "scheduler_options" else (Nanny, Worker)
-    accepted = {p for t in targets for p in inspect.signature(t).parameters} - {"kwargs"}
+    # Scheduler and Worker pass what they do not take themselves on to Server.
+    targets = (Scheduler, Server) if name == "scheduler_options" else (Nanny, Worker, Server)
+    accepted = {
+        parameter.name
+        for target in targets
+        for parameter in inspect.signature(target).parameters.values()
+        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    }
     for key, item in options.items():
+        if key == "env":
+            raise ValueError(f"{name}['env'] is set by the cluster: use env_vars instead")
         if key in _RESERVED_OPTIONS:
             raise ValueError(f"{name}[{key!r}] is set by the cluster itself; leave it out")
         if key not in accepted:
             raise ValueError(
                 f"{name} key {key!r} is not a parameter of "
-                f"{' or '.join(t.__name__ for t in targets)}"
+                f"{' or '.join(t.__name__ for t in targets[:-1])}"
             )
         try:
             json.dumps(item)
@@ -238,7 +262,7 @@ def _options(name: str, value: Any) -> dict[str, Any]:
                 f"{name}[{key!r}] must be plain data (it is sent to the nodes as JSON), "
                 f"not {type(item).__name__}"
             ) from None
-    threads = options.get("nthreads", 1)
+    threads = options.get("nthreads") or 1  # None or 0: Dask's default
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"{name}['nthreads'] must be a whole number ≥ 1, not {threads!r}")
     return options

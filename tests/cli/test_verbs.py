@@ -139,7 +139,7 @@ def test_ssh_refuses_a_swapped_host_key(cli: CLI, created: Any) -> None:
         result = cli.run("ssh", "--prefix", PREFIX, "worker000", "echo ran-$((6*7))")
         assert result.returncode == 255
         assert "ran-42" not in result.stdout
-        assert re.search(r"host key|HOST IDENTIFICATION", result.stderr, re.IGNORECASE)
+        assert "Host key verification failed" in result.stderr, result.stderr
         # Nothing was re-pinned or added behind the user's back.
         assert known_hosts.read_text().split() == [f for row in swapped for f in row]
     finally:

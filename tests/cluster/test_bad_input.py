@@ -6,7 +6,10 @@ emulator must hold nothing afterwards, and the token must not be in the message.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -16,15 +19,12 @@ from scherbelberg_dask.cloud.errors import CloudAuthError, CloudUnreachableError
 from scherbelberg_dask.cluster.context import ClusterExistsError
 from tests.cluster.conftest import assert_nothing_left
 
+#: Stands for an endpoint on a port where nothing listens (bound for the test's duration).
+CLOSED_PORT_ENDPOINT = "http://127.0.0.1:<closed>/v1"
+
 PREFIX_FIX = r"use 1 to 30 lowercase letters, digits and '-'"
 WORKERS_FIX = r"workers must be a whole number ≥ 0 \(0 means: adapt up from nothing\)"
 CIDR_FIX = r"CIDR notation with no host bits set \(e.g. 203.0.113.0/24"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 #: (arguments, error, message): the message must say what to do instead.
@@ -55,11 +55,15 @@ BAD_INPUT: list[tuple[dict[str, Any], type[Exception], str]] = [
     # -- what runs on the nodes
     ({"timeouts": {"ssh": 0}}, ValueError, r"timeouts.ssh must be a positive number of seconds"),
     ({"timeouts": {"sssh": 5}}, ValueError, r"unknown timeouts: sssh; known: server, ssh"),
+    ({"timeouts": {"dask": float("inf")}}, ValueError, r"timeouts.dask must be a positive number"),
     ({"env_vars": {"1BAD": "x"}}, ValueError, r"use letters, digits and '_', not starting with"),
-    ({"env_vars": {"A": None}}, ValueError, r"env_vars\['A'\] must be a string or a number"),
+    ({"env_vars": {"A": None}}, ValueError, r"env_vars\['A'\] must be a string \(without NUL\) or"),
+    ({"env_vars": {"A": "a\0b"}}, ValueError, r"must be a string \(without NUL\)"),
     ({"packages": ["numpy;"]}, ValueError, r"not a pip requirement \(e.g. 'xarray', 'zarr>="),
+    ({"packages": ["git+https://x/y"]}, ValueError, r"not a pip requirement.*'name @ https://"),
     ({"worker_options": {"nthreads": "x"}}, ValueError, r"'nthreads'\] must be a whole number"),
     ({"worker_options": {"port": 1}}, ValueError, r"set by the cluster itself; leave it out"),
+    ({"worker_options": {"env": {"A": "1"}}}, ValueError, r"use env_vars instead"),
     ({"worker_options": {"colour": 1}}, ValueError, r"not a parameter of Nanny or Worker"),
     ({"scheduler_options": {"idle_timeout": object()}}, ValueError, r"must be plain data"),
     ({"colour": "blue"}, TypeError, r"unexpected keyword argument 'colour'"),
@@ -79,13 +83,15 @@ BAD_INPUT: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"image": "windows-95"}, ValueError, r"unknown image 'windows-95'.*valid images"),
     # -- the API: token and endpoint
     ({"token": "x" * 64}, CloudAuthError, r"refused the token.*check HCLOUD_TOKEN"),
-    ({"token": "abc\ndef"}, CloudAuthError, r"spaces or control characters: set HCLOUD_TOKEN"),
+    ({"token": "abc\ndef"}, CloudAuthError, r"spaces, control or non-ASCII characters: set"),
+    ({"token": "t\u20acken"}, CloudAuthError, r"spaces, control or non-ASCII characters: set"),
     (
-        {"api_endpoint": f"http://127.0.0.1:{_closed_port()}/v1"},
+        {"api_endpoint": CLOSED_PORT_ENDPOINT},
         CloudUnreachableError,
         r"cannot reach the Hetzner Cloud API.*check HCLOUD_ENDPOINT",
     ),
-    ({"api_endpoint": "not a url"}, CloudUnreachableError, r"check HCLOUD_ENDPOINT"),
+    ({"api_endpoint": "not a url"}, CloudUnreachableError, r"not an http\(s\) URL: check HCLOUD"),
+    ({"api_endpoint": "ftp://x/v1"}, CloudUnreachableError, r"not an http\(s\) URL: check HCLOUD"),
 ]
 
 
@@ -97,14 +103,18 @@ BAD_INPUT: list[tuple[dict[str, Any], type[Exception], str]] = [
 def test_rejected_before_creating(
     cloud: Any, arguments: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=message) as info:
-        HetznerCluster(**{"workers": 1, "prefix": "bad", **arguments})
-    assert cloud.token not in str(info.value)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = str(closed.getsockname()[1])
+        arguments = {
+            key: value.replace("<closed>", port) if value == CLOSED_PORT_ENDPOINT else value
+            for key, value in arguments.items()
+        }
+        with pytest.raises(error, match=message) as info:
+            HetznerCluster(**{"workers": 1, "prefix": "bad", **arguments})
+    for token in {cloud.token, arguments.get("token", cloud.token)}:
+        assert token not in str(info.value)
     assert_nothing_left(cloud)
-
-
-def test_the_table_is_at_least_twenty_rows() -> None:
-    assert len(BAD_INPUT) >= 20
 
 
 def test_missing_token(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,10 +129,18 @@ def test_missing_token(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert_nothing_left(cloud)
 
 
-def test_endpoint_that_is_not_the_api(cloud: Any) -> None:
-    endpoint = cloud.env()["HCLOUD_ENDPOINT"].rstrip("/").removesuffix("/v1") + "/v2"
-    with pytest.raises(CloudUnreachableError, match=r"is not the Hetzner Cloud API.*/v1"):
-        HetznerCluster(workers=1, prefix="bad", api_endpoint=endpoint)
+def test_endpoint_that_is_not_the_api(cloud: Any, tmp_path: Any) -> None:
+    # The emulator under a wrong path (a JSON 404), and a plain web server (an HTML 404).
+    wrong_path = cloud.env()["HCLOUD_ENDPOINT"].rstrip("/").removesuffix("/v1") + "/v2"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        try:
+            for endpoint in (wrong_path, f"http://127.0.0.1:{web.server_address[1]}/v1"):
+                with pytest.raises(CloudUnreachableError, match=r"is not the Hetzner Cloud API"):
+                    HetznerCluster(workers=1, prefix="bad", api_endpoint=endpoint)
+        finally:
+            web.shutdown()
     assert_nothing_left(cloud)
 
 

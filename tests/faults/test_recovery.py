@@ -113,6 +113,7 @@ def test_killed_client_is_recovered(hetzner_emulator_env: Emulator) -> None:
     partial: list[int | str] = [0, 1, 3, 4, 5, 6]
     random.Random(3).shuffle(partial)
     points = ["ready", *partial[: max(0, KILLS - 1)]]
+    made: dict[str, int] = {}  # resources of each kill point's cluster when killed
     for index, point in enumerate(points):
         prefix = f"kill{index}"
         env = {**os.environ, **cloud.env(), "DASK_SCHERBELBERG__STATE_DIR": str(state_dir)}
@@ -134,8 +135,10 @@ def test_killed_client_is_recovered(hetzner_emulator_env: Emulator) -> None:
                 ),
                 120,
             )
+        assert process.poll() is None, f"the creating process ended by itself (point {point})"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        made[str(point)] = count_left(cloud, prefix)
         if point == "ready":
             with HetznerCluster.from_existing(prefix) as cluster, Client(cluster) as client:
                 client.wait_for_workers(2, timeout=60)
@@ -144,7 +147,7 @@ def test_killed_client_is_recovered(hetzner_emulator_env: Emulator) -> None:
         else:
             nuke(prefix)
         assert count_left(cloud, prefix) == 0, f"kill at {point}: resources left after recovery"
-    print(f"killed client: recovered at {points} (resources made when killed), 0 left")
+    print(f"killed client: resources when killed {made}; all recovered, 0 left")
 
 
 def test_many_workers_with_a_small_rate_limit_bucket(

@@ -29,6 +29,7 @@ import pytest
 from distributed import Client
 
 from scherbelberg_dask import HetznerCluster, nuke_async
+from scherbelberg_dask.cloud.errors import CloudError
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.emulator.pytest_plugin import free_port
 from tests.cluster.conftest import count_left
@@ -38,6 +39,9 @@ pytestmark = pytest.mark.faults
 LIFECYCLES = int(os.environ.get("SCHERBELBERG_SOAK_LIFECYCLES", "4"))
 PROFILE = os.environ.get("SCHERBELBERG_SOAK_PROFILE", "instant")
 TIME_SCALE = float(os.environ.get("SCHERBELBERG_SOAK_TIME_SCALE", "1"))
+#: The errors a lifecycle may fail with (NodeStartError, SpecCluster's "Cluster failed
+#: to start" and the test's own "cluster stopped at" are RuntimeErrors).
+CLEAR_ERRORS = (CloudError, RuntimeError)
 #: A lifecycle that takes longer than this has hung.
 LIFECYCLE_LIMIT = 300.0
 TIMEOUTS = {"server": 60, "ssh": 30, "bootstrap": 120, "dask": 60, "delete": 60}
@@ -112,8 +116,11 @@ async def _run_one(
         record["outcome"] = "wrong result"
         record["error"] = repr(exc)
     except Exception as exc:
+        # Clear: one of the errors the cluster reports failures with, saying what failed
+        # (not a KeyError or TypeError escaping from somewhere, not an empty message).
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record["outcome"] = "clear error" if message else "unclear error"
+        clear = isinstance(exc, CLEAR_ERRORS) and len(message) > 20
+        record["outcome"] = "clear error" if clear else "unclear error"
         record["error"] = f"{type(exc).__name__}: {message}"
     if count_left(emulator, prefix):
         record["nuked"] = True
