@@ -39,9 +39,14 @@ def test_old_generations_are_flagged(client: hcloud.Client, raw: Raw) -> None:
         assert body["deprecated"] is True and body["deprecation"] is not None
 
 
-def test_server_types_accept_no_sort(raw: Raw) -> None:
-    assert raw("GET", "/server_types", params={"sort": "name"}).status_code == 422
+def test_server_types_ignore_sort(raw: Raw) -> None:
+    # /server_types documents no sort: the parameter is ignored, not refused.
     listed = raw("GET", "/server_types", params={"per_page": 50}).json()
+    unsorted = [t["id"] for t in listed["server_types"]]
+    for sort in ("name", "name:desc", "bogus"):
+        answer = raw("GET", "/server_types", params={"per_page": 50, "sort": sort})
+        assert answer.status_code == 200, sort
+        assert [t["id"] for t in answer.json()["server_types"]] == unsorted
     assert listed["meta"]["pagination"]["total_entries"] == len(listed["server_types"])
     one = listed["server_types"][0]
     assert raw("GET", f"/server_types/{one['id']}").json()["server_type"] == one

@@ -1,7 +1,9 @@
 """Actions: ``/actions`` (batched by id) and the per-resource action lists.
 
 ``GET /actions`` without ``id`` is refused with 410 ``deprecated_api_endpoint``, as the
-real API does since 2025-01-30.  Unknown ids are left out of batched answers.
+real API does since 2025-01-30.  Unknown ids are left out of batched answers, which
+are sorted by ``sort`` and not paginated; ``status``, ``page`` and ``per_page`` are not
+documented for ``/actions`` and so are ignored there (see :mod:`.listing`).
 """
 
 from __future__ import annotations

@@ -100,26 +100,37 @@ async def get_pricing(request: web.Request) -> web.Response:
     return json_response({"pricing": render.pricing(context(request).catalog)})
 
 
-#: Collections the emulator does not model; listed as empty so that clients that look
-#: them up (volumes of a server, floating IPs, ...) get a well-formed answer.
-EMPTY_COLLECTIONS = (
-    "certificates",
-    "floating_ips",
-    "isos",
-    "load_balancer_types",
-    "load_balancers",
-    "primary_ips",
-    "volumes",
-)
+#: Collections the emulator does not model, with the fields their list operation sorts
+#: by (empty: it documents no ``sort``).  Listed as empty so that clients that look them
+#: up (volumes of a server, floating IPs, ...) get a well-formed answer.
+EMPTY_COLLECTIONS: dict[str, tuple[str, ...]] = {
+    "certificates": ("id", "name", "created"),
+    "floating_ips": ("id", "created"),
+    "isos": (),
+    "load_balancer_types": (),
+    "load_balancers": ("id", "name", "created"),
+    "primary_ips": ("id", "created"),
+    "volumes": ("id", "name", "created"),
+}
 
 
 def empty_collection_routes() -> list[web.RouteDef]:
-    """``GET /v1/<collection>`` answering an empty list, for :data:`EMPTY_COLLECTIONS`."""
+    """``GET /v1/<collection>`` answering an empty list, for :data:`EMPTY_COLLECTIONS`.
 
-    def route(key: str) -> web.RouteDef:
+    The documented ``sort``, ``label_selector`` and pagination parameters are still
+    validated, so a bad value gives 422 ``invalid_input`` as for the modelled lists.
+    """
+
+    def route(key: str, fields: tuple[str, ...]) -> web.RouteDef:
+        sort_keys: dict[str, Callable[[object], object]] | None = (
+            {field: lambda item: None for field in fields} if fields else None
+        )
+
         async def handler(request: web.Request) -> web.Response:
-            return json_response(list_response(key, [], Query(request), dict, None))
+            query = Query(request)
+            query.selector()
+            return json_response(list_response(key, [], query, lambda item: {}, sort_keys))
 
         return web.get(f"/v1/{key}", handler)
 
-    return [route(key) for key in EMPTY_COLLECTIONS]
+    return [route(key, fields) for key, fields in EMPTY_COLLECTIONS.items()]
