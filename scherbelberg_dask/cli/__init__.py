@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     emulator_cli.add_arguments(emulator)
+    emulator_cli.add_verbs(emulator)
     emulator.set_defaults(run=emulator_cli.run)
     demo_parser = verbs.add_parser(
         "demo",

@@ -16,6 +16,8 @@ import logging
 import shlex
 import signal
 import sys
+import time
+from collections.abc import Callable
 
 from .core import Emulator
 from .faults import API_ERROR_KINDS
@@ -23,7 +25,7 @@ from .settings import PROFILES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_arguments", "add_verbs", "main", "run"]
 
 
 def _rate(text: str) -> float:
@@ -99,6 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for fault injection")
     parser.add_argument(
+        "--prepare",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="build a Debian image (debian-12, debian-13) first if it is not cached (repeatable)",
+    )
+    parser.add_argument(
+        "--no-package-cache",
+        action="store_true",
+        help="do not share uv's download cache between Debian servers",
+    )
+    parser.add_argument(
         "--public-pool",
         default="127.32.0.0/11",
         help="loopback range of public IPv4 addresses (default %(default)s)",
@@ -118,6 +132,8 @@ def _make_emulator(args: argparse.Namespace) -> Emulator:
         boot_failure_rate=args.boot_failure_rate,
         seed=args.seed,
         public_pool=args.public_pool,
+        prepare_images=args.prepare,
+        package_cache=not args.no_package_cache,
     )
     emulator.faults.set_api_error_kinds(args.api_error_kinds)
     for endpoint, rate in args.api_error_rate_for:
@@ -156,8 +172,7 @@ async def _serve(emulator: Emulator) -> None:
             loop.remove_signal_handler(signum)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the emulator until SIGINT or SIGTERM; return the exit status."""
+def _setup_logging() -> None:
     if not (logging.getLogger().handlers or logging.getLogger("scherbelberg_dask").handlers):
         logging.basicConfig(
             level=logging.INFO,
@@ -165,6 +180,44 @@ def run(args: argparse.Namespace) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``emulator prepare``."""
+    from .debian import DEBIAN_IMAGES
+
+    parser.add_argument(
+        "images", nargs="+", choices=sorted(DEBIAN_IMAGES), metavar="IMAGE",
+        help=f"images to build: {', '.join(sorted(DEBIAN_IMAGES))}",
+    )
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Build Debian images for the emulator's servers (idempotent); return the exit status."""
+    from .debian import prepare
+
+    def show(name: str) -> Callable[[str], None]:
+        def line(text: str) -> None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{stamp} {name}: {text}", file=sys.stderr, flush=True)
+
+        return line
+
+    for name in args.images:
+        try:
+            image = prepare(name, show(name))
+        except (RuntimeError, ValueError) as exc:
+            print(f"emulator prepare: {exc}", file=sys.stderr)
+            return 1
+        print(image.rootfs)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the emulator until SIGINT or SIGTERM; return the exit status."""
+    if getattr(args, "emulator_verb", None) == "prepare":
+        return run_prepare(args)
+    _setup_logging()
     try:
         emulator = _make_emulator(args)
     except ValueError as exc:
@@ -172,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(_serve(emulator))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"emulator: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -185,7 +238,23 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a local Hetzner Cloud emulator.",
     )
     add_arguments(parser)
+    add_verbs(parser)
     return run(parser.parse_args(argv))
+
+
+def add_verbs(parser: argparse.ArgumentParser) -> None:
+    """The emulator's optional sub-verb: ``prepare IMAGE...`` (no verb: run it)."""
+    verbs = parser.add_subparsers(dest="emulator_verb", metavar="{prepare}")
+    prepare = verbs.add_parser(
+        "prepare",
+        help="build Debian images for servers of debian-12/debian-13 (once; cached)",
+        description=(
+            "Build the root file systems that servers of Debian images boot from "
+            "(systemd-nspawn containers). Needs root, systemd-nspawn and debootstrap; "
+            "idempotent; safe to run from several processes at once."
+        ),
+    )
+    add_prepare_arguments(prepare)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import shutil
 import string
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -51,15 +51,29 @@ T = TypeVar("T")
 #: Private network range handed out to clusters (inside 127/8, outside the pool).
 DEFAULT_NETWORK_RANGE = "127.128.0.0/16"
 _START_TIMEOUT = 60.0
+#: Bound on a start that first builds Debian images.
+_PREPARE_TIMEOUT = 1800.0
 _STOP_TIMEOUT = 120.0
 
 
-def _default_machine_factory(
-    spec: MachineSpec, on_event: Callable[[str], None]
-) -> MachineInterface:
-    from .machine.machine import Machine
+def _machine_factory(package_cache: bool) -> MachineFactory:
+    """Machines by image: containers for Debian images where the host can, else ours."""
+    binds: tuple[tuple[Path, str], ...] | None = None
 
-    return Machine(spec, on_event=on_event)
+    def build(spec: MachineSpec, on_event: Callable[[str], None]) -> MachineInterface:
+        nonlocal binds
+        from .debian import DEBIAN_IMAGES, container_machine, package_cache_binds
+        from .machine.machine import Machine
+
+        if not spec.executes and spec.os_image in DEBIAN_IMAGES:
+            if binds is None:
+                binds = package_cache_binds() if package_cache else ()
+            machine = container_machine(spec, on_event, binds)
+            if machine is not None:
+                return machine
+        return Machine(spec, on_event=on_event)
+
+    return build
 
 
 def _random_token(length: int = 64) -> str:
@@ -109,7 +123,14 @@ class Emulator:
     public_pool
         Loopback range of public IPv4 addresses (never inside 127.0.0.0/16).
     machine_factory
-        Builds the machine behind each server (default: the emulator's ``Machine``).
+        Builds the machine behind each server (default: a container for Debian images
+        where the host can run them, else the emulator's own ``Machine``).
+    prepare_images
+        Debian images to build (if not cached yet) before the API starts serving, e.g.
+        ``("debian-12",)``; see :func:`scherbelberg_dask.emulator.debian.prepare`.
+    package_cache
+        Share uv's download cache between Debian servers (a host directory in the
+        image cache); it changes nothing the setup does but saves repeated downloads.
     """
 
     def __init__(
@@ -127,6 +148,8 @@ class Emulator:
         seed: int | None = None,
         public_pool: str = "127.32.0.0/11",
         machine_factory: MachineFactory | None = None,
+        prepare_images: Sequence[str] = (),
+        package_cache: bool = True,
     ) -> None:
         self.host = host
         self.ssh_port = ssh_port
@@ -144,7 +167,8 @@ class Emulator:
         self._bucket = TokenBucket(rate_limit, rate_limit_capacity)
         # Validate the pool now, so that a bad value fails at construction.
         AddressBook(public_pool, ssh_port, random.Random(seed))
-        self._machine_factory = machine_factory or _default_machine_factory
+        self._machine_factory = machine_factory or _machine_factory(package_cache)
+        self._prepare_images = tuple(prepare_images)
         self._token = _random_token()
         self._readonly_token = _random_token()
         self._observers: list[Callable[[ResponseRecord], None]] = []
@@ -217,6 +241,11 @@ class Emulator:
             raise RuntimeError("the emulator is already running")
         self._loop = asyncio.get_running_loop()
         self._loop_thread_id = threading.get_ident()
+        if self._prepare_images:
+            from .debian import prepare
+
+            for name in self._prepare_images:
+                await asyncio.to_thread(prepare, name)
         self._tmp = Path(tempfile.mkdtemp(prefix="sbemu-"))
         rng = random.Random(self._seed)
         store = Store(self.catalog.system_images)
@@ -311,7 +340,8 @@ class Emulator:
         thread.start()
         ready.wait()
         try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(_START_TIMEOUT)
+            timeout = _PREPARE_TIMEOUT if self._prepare_images else _START_TIMEOUT
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()

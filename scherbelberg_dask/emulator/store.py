@@ -267,8 +267,8 @@ class Image:
     executes: bool = False
     #: Name of the image family for machines (snapshots: the source's image name).
     origin_name: str = ""
-    #: Copy of the source machine's files (snapshots of executing servers).
-    files: Path | None = None
+    #: Disk layers of a snapshot, lowest first (copies of the source machine's disk).
+    layers: tuple[Path, ...] = ()
 
     @classmethod
     def from_system(cls, spec: SystemImage) -> Image:

@@ -6,6 +6,7 @@ Deprecated images are left out of lists unless ``include_deprecated=true``.
 from __future__ import annotations
 
 import logging
+import asyncio
 import shutil
 
 from aiohttp import web
@@ -95,8 +96,16 @@ async def delete_image(request: web.Request) -> web.Response:
     if image.protection_delete:
         raise APIError(423, "protected", f"image {image.id} is protected against deletion")
     del ctx.store.images[image.id]
-    if image.files is not None:
-        shutil.rmtree(image.files, ignore_errors=True)
+    # The image's own layer goes, unless a server still boots from it (a container
+    # server reads its snapshot's layers for as long as it lives).
+    in_use = {
+        layer
+        for server in ctx.store.servers.values()
+        if server.machine is not None
+        for layer in server.machine.spec.layers
+    }
+    if image.layers and image.layers[-1] not in in_use:
+        await asyncio.to_thread(shutil.rmtree, image.layers[-1], True)
     return no_content()
 
 

@@ -12,7 +12,6 @@ and drives each server's emulated machine through :class:`MachineInterface`:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 
 from ..cloudinit import parse_user_data
 from ..machine.interface import LoginUser, MachineEvent, MachineInterface, MachineSpec
+from ..machine.machine import copy_tree, disk_usage_gb
 from ..machine.paths import MachinePaths
 from ..settings import TimingProfile
 from ..store import Action, Image, PrivateNet, Server, Store
@@ -227,10 +227,13 @@ class Engine:
             users.insert(0, root)
         root_dir = self.root / f"m{server.id}"
         root_dir.mkdir(parents=True, exist_ok=True)
-        if image.files is not None:
-            _copy_tree(image.files, root_dir)
-            # A new instance gets new host keys, as cloud-init makes them on first boot.
-            shutil.rmtree(MachinePaths(root_dir).ssh_dir, ignore_errors=True)
+        if image.executes:
+            # The emulator's machines start from a copy of their snapshot's files; a new
+            # instance gets new host keys, as cloud-init makes them on first boot.
+            for layer in image.layers:
+                copy_tree(layer, root_dir)
+            if image.layers:
+                shutil.rmtree(MachinePaths(root_dir).ssh_dir, ignore_errors=True)
         spec = MachineSpec(
             server_id=server.id,
             name=server.name,
@@ -241,6 +244,10 @@ class Engine:
             host_keys=config.host_keys,
             users=users,
             tag=f"{self.emulator_id}/{server.id}",
+            os_image=image.origin_name or image.name or "",
+            user_data=user_data,
+            root_keys=list(root_keys),
+            layers=() if image.executes else image.layers,
         )
         server_id = server.id
 
@@ -256,7 +263,9 @@ class Engine:
         server = self.store.servers.get(server_id)
         if server is None:
             return
-        if event == MachineEvent.SHUTDOWN_COMPLETE and server.status == "stopping":
+        # A guest that powered itself off (``poweroff`` inside) is off, as on Hetzner.
+        if event == MachineEvent.SHUTDOWN_COMPLETE and server.status in ("stopping", "running"):
+            self._cancel(server.boot_task, "the guest powered off")
             server.status = "off"
             server.machine_ips = None
             logger.info("server %s is off after its guest shut down", server.name)
@@ -455,19 +464,20 @@ class Engine:
     def create_image(self, server: Server, action: Action, image: Image) -> None:
         """``create_image``: the snapshot is ``creating`` until the action succeeds.
 
-        Snapshots of executing servers keep a copy of the machine's files, which new
-        servers made from the snapshot start with.
+        The machine copies its disk (servers that run nothing have none to copy); new
+        servers made from the snapshot start with it.
         """
 
         async def work() -> None:
             await self.pause(self.profile.create_image)
-            if image.executes and server.machine is not None:
+            size = server.server_type.disk * 0.05
+            if server.machine is not None:
                 target = self.root / "images" / str(image.id)
-                source = server.machine.spec.root_dir
-                await asyncio.to_thread(_copy_tree, source, target)
-                image.files = target
+                image.layers = await server.machine.snapshot(target)
+                if image.layers:
+                    size = max(await asyncio.to_thread(disk_usage_gb, target), 0.01)
             image.status = "available"
-            image.image_size = round(server.server_type.disk * 0.05, 2)
+            image.image_size = round(size, 2)
 
         def mark_unavailable() -> None:
             image.status = "unavailable"
@@ -529,21 +539,3 @@ async def _shielded(call: Awaitable[T]) -> T:
 def _log_machine_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("machine call failed: %r", task.exception())
-
-
-def _copy_tree(source: Path, target: Path) -> None:
-    """Copy regular files, directories and symlinks (sockets, FIFOs are skipped)."""
-    if not source.is_dir():
-        return
-
-    def special(directory: str, names: list[str]) -> set[str]:
-        skipped = set()
-        for name in names:
-            path = Path(directory, name)
-            if path.is_symlink() or path.is_dir() or path.is_file():
-                continue
-            skipped.add(name)
-        return skipped
-
-    with contextlib.suppress(FileExistsError):
-        shutil.copytree(source, target, symlinks=True, ignore=special, dirs_exist_ok=True)

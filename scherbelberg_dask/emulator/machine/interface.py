@@ -53,6 +53,15 @@ class MachineSpec:
     tag
         Environment tag (``<emulator-id>/<server-id>``) put into every process the
         machine starts, so that every such process can be found and ended.
+    os_image
+        The system image the server's disk descends from (``debian-12``, or the
+        emulator's image); snapshots name their source's.
+    user_data
+        The create request's ``user_data``, unchanged (real cloud-init reads it).
+    root_keys
+        Public keys of the create request's ``ssh_keys``.
+    layers
+        Disk layers of the snapshot the server was made from, lowest first.
     """
 
     server_id: int
@@ -64,6 +73,10 @@ class MachineSpec:
     host_keys: list[str]
     users: list[LoginUser]
     tag: str
+    os_image: str = ""
+    user_data: str | None = None
+    root_keys: list[str] = dataclasses.field(default_factory=list)
+    layers: tuple[Path, ...] = ()
 
 
 class MachineEvent:
@@ -111,6 +124,14 @@ class MachineInterface:
 
     async def destroy(self) -> None:
         """Server deleted: ``halt`` and remove ``root_dir``."""
+        raise NotImplementedError
+
+    async def snapshot(self, target: Path) -> tuple[Path, ...]:
+        """Copy the machine's disk below ``target``; return the new image's layers.
+
+        Servers created from the image get these layers as ``MachineSpec.layers``.
+        An empty tuple: the machine has nothing to keep (it runs nothing).
+        """
         raise NotImplementedError
 
     @property

@@ -50,6 +50,39 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path, onerror=retry)
 
 
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy regular files, directories and symlinks (sockets, FIFOs are skipped)."""
+    if not source.is_dir():
+        return
+
+    def special(directory: str, names: list[str]) -> set[str]:
+        skipped = set()
+        for name in names:
+            path = Path(directory, name)
+            if path.is_symlink() or path.is_dir() or path.is_file():
+                continue
+            skipped.add(name)
+        return skipped
+
+    with contextlib.suppress(FileExistsError):
+        shutil.copytree(source, target, symlinks=True, ignore=special, dirs_exist_ok=True)
+
+
+def disk_usage_gb(path: Path) -> float:
+    """Bytes below ``path`` (files as stored, hard links once), in GB."""
+    total, seen = 0, set()
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total / 1e9
+
+
 class Machine(MachineInterface):
     """An emulated server on this host.
 
@@ -223,6 +256,13 @@ class Machine(MachineInterface):
         async with self._lock:
             await self._halt()
             await asyncio.to_thread(_rmtree, self.paths.root)
+
+    async def snapshot(self, target: Path) -> tuple[Path, ...]:
+        """Copy the machine's files to ``target`` (nothing for a machine that runs nothing)."""
+        if not self.spec.executes:
+            return ()
+        await asyncio.to_thread(copy_tree, self.paths.root, target)
+        return (target,)
 
     # -- addresses and faults ------------------------------------------------------------
 

@@ -30,10 +30,22 @@ REFUSED_STATUS = 126
 
 def refusal_message(image_name: str) -> str:
     """The message a non-executing machine writes to stderr."""
+    from ..debian import unavailable_reason
+
+    reason = unavailable_reason(image_name)
+    if reason is not None:
+        return f"scherbelberg-emulator: this server runs image {image_name!r}, but {reason}"
     return (
         f"scherbelberg-emulator: this server runs image {image_name!r}; the local emulator "
-        f"only executes commands on image {EMULATOR_IMAGE_NAME!r}"
+        f"only executes commands on image {EMULATOR_IMAGE_NAME!r} and on Debian images "
+        f"({', '.join(sorted(_debian_images()))})"
     )
+
+
+def _debian_images() -> list[str]:
+    from ..debian import DEBIAN_IMAGES
+
+    return list(DEBIAN_IMAGES)
 
 
 class NodeProcess(asyncssh.SSHServerProcess[bytes]):
