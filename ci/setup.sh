@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v tmux >/dev/null || need+=(tmux)
+# The Debian-server tier boots real Debian userlands (systemd-nspawn) built by debootstrap.
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -q && apt-get install -y -q "${need[@]}"

@@ -150,6 +150,11 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     lines.append("")
     for name, sub in verbs.choices.items():
         lines += _section(name, sub, prog, summaries.get(name, ""))
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for group in nested:  # sub-verbs, e.g. ``emulator prepare``
+            helps = {choice.dest: choice.help or "" for choice in group._choices_actions}
+            for child, parser_ in group.choices.items():
+                lines += _section(f"{name} {child}", parser_, prog, helps.get(child, ""))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
+import os
 import random
 import secrets
 import shutil
@@ -74,6 +75,35 @@ def _machine_factory(package_cache: bool) -> MachineFactory:
         return Machine(spec, on_event=on_event)
 
     return build
+
+
+_OWNER_FILE = "owner"
+
+
+def _process_identity(pid: int) -> str | None:
+    """``pid`` and its start time (tells a reused pid apart), or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return f"{pid} {fields[19]}"
+
+
+def _sweep_stale_directories() -> None:
+    """Remove directories of emulators that died without stopping (``kill -9``).
+
+    Their servers' processes and containers died with them; their files (container
+    disks can be large) would otherwise stay until the next reboot.
+    """
+    for directory in Path(tempfile.gettempdir()).glob("sbemu-*"):
+        try:
+            owner = (directory / _OWNER_FILE).read_text().strip()
+        except OSError:
+            continue
+        pid = owner.split(" ", 1)[0]
+        if pid.isdigit() and _process_identity(int(pid)) != owner:
+            logger.info("removing %s, left by an emulator that did not stop", directory)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _random_token(length: int = 64) -> str:
@@ -246,7 +276,9 @@ class Emulator:
 
             for name in self._prepare_images:
                 await asyncio.to_thread(prepare, name)
+        await asyncio.to_thread(_sweep_stale_directories)
         self._tmp = Path(tempfile.mkdtemp(prefix="sbemu-"))
+        (self._tmp / _OWNER_FILE).write_text(f"{_process_identity(os.getpid())}\n")
         rng = random.Random(self._seed)
         store = Store(self.catalog.system_images)
         addresses = AddressBook(self._public_pool, self.ssh_port, rng)

@@ -13,7 +13,8 @@ from machine_helpers import MachineFactory, openssh_base
 IMAGE = "ubuntu-24.04"
 MESSAGE = (
     f"scherbelberg-emulator: this server runs image '{IMAGE}'; the local emulator only "
-    "executes commands on image 'scherbelberg-emulator'"
+    "executes commands on image 'scherbelberg-emulator' and on Debian images "
+    "(debian-12, debian-13)"
 )
 
 

@@ -39,7 +39,9 @@ def test_unknown_image_names_what_works() -> None:
 
 def test_cloud_script_pins_the_client_environment_and_hardens_ssh() -> None:
     script = CloudProfile(ENV).script("worker")
-    assert "uv python install 3.11" in script
+    # The image's Python when it matches, else uv's; uv itself pinned by hash; no apt.
+    assert "command -v python3.11" in script and "uv python install 3.11" in script
+    assert "sha256sum -c" in script and "apt-get" not in script
     assert "dask==2026.8.0 distributed==2026.8.0 'xarray>=2024'" in script
     assert f"User={DASK_USER}" in script and "Restart=on-failure" in script
     assert "PermitRootLogin no" in script and "PasswordAuthentication no" in script
