@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from scherbelberg_dask.bootstrap import cloudscript
 from scherbelberg_dask.bootstrap.cloudinit import CloudUser, render_cloud_config
 from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
+from scherbelberg_dask.errors import SettingsError, UserError
 
 if TYPE_CHECKING:
     from scherbelberg_dask.security.sshkeys import SSHKeyPair
@@ -29,7 +30,7 @@ NODE_DIR = "scherbelberg"
 EMULATOR_IMAGE = "scherbelberg-emulator"
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(UserError, RuntimeError):
     """Setting up a node failed; the message carries the tail of its log."""
 
 
@@ -224,7 +225,7 @@ def profile_for_image(image: str, environment: NodeEnvironment) -> BootstrapProf
 
     Raises
     ------
-    ValueError
+    SettingsError
         No profile knows how to set up this image; the message lists what works.
     """
     name = image.lower()
@@ -232,7 +233,7 @@ def profile_for_image(image: str, environment: NodeEnvironment) -> BootstrapProf
         return EmulatorProfile(environment)
     if name.startswith(("ubuntu-", "debian-")) or name.startswith("scherbelberg-node-"):
         return CloudProfile(environment)
-    raise ValueError(
+    raise SettingsError(
         f"no bootstrap profile for image {image!r}: use an Ubuntu or Debian image "
         f"(e.g. ubuntu-24.04, debian-12) or {EMULATOR_IMAGE!r} on the local emulator"
     )

@@ -107,7 +107,7 @@ async def attached(prefix: str) -> AsyncIterator[ClusterContext]:
         No such cluster; the message names the clusters that do exist here.
     """
     from scherbelberg_dask.cluster.cluster import HetznerCluster
-    from scherbelberg_dask.cluster.context import ClusterNotFoundError
+    from scherbelberg_dask.errors import ClusterNotFoundError
 
     try:
         context = await HetznerCluster.attach_context(prefix)
@@ -127,7 +127,9 @@ def find_node(context: ClusterContext, name: str) -> Node:
     for node in nodes.values():
         if node.server_name == name:
             return node
-    raise LookupError(
+    from scherbelberg_dask.errors import NodeNotFoundError
+
+    raise NodeNotFoundError(
         f"cluster {context.prefix!r} has no node {name!r}; its nodes: {', '.join(sorted(nodes))}"
     )
 

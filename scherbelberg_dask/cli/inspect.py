@@ -19,6 +19,7 @@ from scherbelberg_dask.cli.common import (
     print_json,
     table,
 )
+from scherbelberg_dask.errors import SettingsError
 
 if TYPE_CHECKING:
     from scherbelberg_dask.cloud.catalog import Catalog, Price
@@ -192,7 +193,7 @@ def _cluster_report(context: ClusterContext, catalog: Catalog) -> dict[str, Any]
 def run_logs(args: argparse.Namespace) -> int:
     """Print a node's logs; return the exit status."""
     if args.lines < 1:
-        raise ValueError(f"--lines must be at least 1, not {args.lines}")
+        raise SettingsError(f"--lines must be at least 1, not {args.lines}")
     text = asyncio.run(_logs(prefix_of(args), args.node, args.lines))
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0

@@ -9,6 +9,7 @@ import sys
 
 from scherbelberg_dask.cli import progress
 from scherbelberg_dask.cli.common import AddParser, attached, close_cluster, plural, prefix_of
+from scherbelberg_dask.errors import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ async def _nuke(prefix: str) -> dict[str, int]:
 def run_scale(args: argparse.Namespace) -> int:
     """Scale the cluster; return the exit status."""
     if args.workers < 0:
-        raise ValueError(f"N must be a whole number ≥ 0, not {args.workers}")
+        raise SettingsError(f"N must be a whole number ≥ 0, not {args.workers}")
     return asyncio.run(_scale(prefix_of(args), args.workers))
 
 

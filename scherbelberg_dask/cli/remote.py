@@ -18,6 +18,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from scherbelberg_dask.cli.common import AddParser, attached, find_node, prefix_of
+from scherbelberg_dask.errors import (
+    NodeNotFoundError,
+    SettingsError,
+    ToolMissingError,
+    TunnelClosedError,
+)
 
 if TYPE_CHECKING:
     from scherbelberg_dask.ssh import SSHTarget
@@ -86,7 +92,7 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
 def _program(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise FileNotFoundError(
+        raise ToolMissingError(
             f"the OpenSSH client program {name!r} is not installed (or not on PATH)"
         )
     return path
@@ -136,7 +142,7 @@ def run_scp(args: argparse.Namespace) -> int:
     paths = [*args.sources, args.target]
     targets = asyncio.run(_targets(prefix_of(args), paths))
     if not targets:
-        raise ValueError(
+        raise SettingsError(
             "no remote path: write a node's path as NODE:PATH, e.g. worker000:data.csv"
         )
     converted = [
@@ -180,7 +186,7 @@ async def _dashboard(prefix: str, *, port: int, open_browser: bool) -> int:
         scheduler = find_node(context, "scheduler")
         remote_port = context.settings.ports.dashboard
     if scheduler.private_ip is None:
-        raise LookupError(f"the scheduler of cluster {prefix} has no private address")
+        raise NodeNotFoundError(f"the scheduler of cluster {prefix} has no private address")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -202,7 +208,7 @@ async def _dashboard(prefix: str, *, port: int, open_browser: bool) -> int:
             for task in (stopped, lost):
                 task.cancel()
             if not stop.is_set():
-                raise ConnectionError(f"the SSH connection to the scheduler of {prefix} closed")
+                raise TunnelClosedError(f"the SSH connection to the scheduler of {prefix} closed")
             logger.info("Closing the dashboard tunnel ...")
         finally:
             for signum in signals:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from scherbelberg_dask.errors import UserError
 
-class CloudError(RuntimeError):
+
+class CloudError(UserError, RuntimeError):
     """An API call failed.
 
     Attributes
@@ -25,7 +27,7 @@ class CloudUnreachableError(CloudError):
     """The API endpoint could not be reached."""
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """A server type, image or location is not valid here; the message lists valid choices."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from scherbelberg_dask.errors import SettingsError
+
 #: Label key naming the cluster (its prefix) a resource belongs to.
 CLUSTER = "scherbelberg/cluster"
 #: Label key naming the role: scheduler, worker, network, firewall, ssh-key.
@@ -18,13 +20,13 @@ MAX_PREFIX_LENGTH = 30
 
 
 def validate_prefix(prefix: object) -> str:
-    """Return ``prefix`` if it names a cluster validly, else raise ``ValueError``.
+    """Return ``prefix`` if it names a cluster validly, else raise ``SettingsError``.
 
     A prefix becomes part of hostnames and label values: lowercase letters, digits and
     ``-``, starting and ending with a letter or digit, at most 30 characters.
     """
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-        raise ValueError(
+        raise SettingsError(
             f"invalid cluster prefix {prefix!r}: use 1 to {MAX_PREFIX_LENGTH} lowercase letters, "
             "digits and '-', starting and ending with a letter or digit (e.g. 'cluster', 'team-a')"
         )

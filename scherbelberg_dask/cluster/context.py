@@ -28,20 +28,13 @@ from scherbelberg_dask.cluster.resources import (
     firewall_rules,
 )
 from scherbelberg_dask.cluster.settings import ClusterSettings
+from scherbelberg_dask.errors import ClusterExistsError, ClusterNotFoundError, NodeNotFoundError
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
 from scherbelberg_dask.security.tls import ClusterCA
 from scherbelberg_dask.ssh import SSHTarget, connect
 from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
-
-
-class ClusterExistsError(ValueError):
-    """A cluster of this prefix already has resources in the project."""
-
-
-class ClusterNotFoundError(LookupError):
-    """No cluster of this prefix exists (or its local state is missing)."""
 
 
 class ClusterContext:
@@ -302,7 +295,7 @@ class ClusterContext:
         """The tail of node ``name``'s setup and Dask service logs, read over SSH."""
         node = self.nodes.get(name)
         if node is None:
-            raise LookupError(
+            raise NodeNotFoundError(
                 f"cluster {self.prefix!r} has no node {name!r}; "
                 f"nodes: {', '.join(sorted(self.nodes))}"
             )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from scherbelberg_dask.cloud.labels import cluster_labels
 from scherbelberg_dask.cluster.node import Node
+from scherbelberg_dask.errors import UserError
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
 from scherbelberg_dask.ssh import SSHConnection, wait_for_ssh
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class NodeStartError(RuntimeError):
+class NodeStartError(UserError, RuntimeError):
     """A node could not be brought up; its server has been deleted.
 
     Attributes

@@ -14,6 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from scherbelberg_dask import config
 from scherbelberg_dask.cloud.labels import validate_prefix
+from scherbelberg_dask.errors import SettingsError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ class ClusterSettings:
 
         Raises
         ------
-        ValueError
+        SettingsError
             A setting is invalid; the message says which and how to fix it.
         """
 
@@ -74,7 +75,7 @@ class ClusterSettings:
         prefix = validate_prefix(pick("prefix"))
         workers = pick("workers")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(
+            raise SettingsError(
                 f"workers must be a whole number ≥ 0 (0 means: adapt up from nothing), "
                 f"not {workers!r}"
             )
@@ -85,13 +86,13 @@ class ClusterSettings:
                 ports_in[name] = override
         ports = Ports(**{k: _port(f"{k} port", v) for k, v in ports_in.items()})
         if len({ports.scheduler, ports.dashboard, ports.nanny}) != 3:
-            raise ValueError(
+            raise SettingsError(
                 f"the scheduler ({ports.scheduler}), dashboard ({ports.dashboard}) and nanny "
                 f"({ports.nanny}) ports clash: give each its own port"
             )
         ssh_port = _port("ssh_port", pick("ssh_port"))
         if ssh_port in (ports.scheduler, ports.dashboard, ports.nanny):
-            raise ValueError(f"ssh_port {ssh_port} clashes with a Dask port; choose another")
+            raise SettingsError(f"ssh_port {ssh_port} clashes with a Dask port; choose another")
         timeouts_in = {
             **config.get("timeouts"),
             **_mapping("timeouts", arguments.pop("timeouts", None)),
@@ -99,7 +100,7 @@ class ClusterSettings:
         unknown = set(timeouts_in) - {f.name for f in dataclasses.fields(Timeouts)}
         if unknown:
             known = ", ".join(f.name for f in dataclasses.fields(Timeouts))
-            raise ValueError(f"unknown timeouts: {', '.join(sorted(unknown))}; known: {known}")
+            raise SettingsError(f"unknown timeouts: {', '.join(sorted(unknown))}; known: {known}")
         timeouts = Timeouts(**{k: _positive(f"timeouts.{k}", v) for k, v in timeouts_in.items()})
         settings = cls(
             prefix=prefix,
@@ -129,7 +130,7 @@ class ClusterSettings:
 
 def _port(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError(f"{name} must be a TCP port number from 1 to 65535, not {value!r}")
+        raise SettingsError(f"{name} must be a TCP port number from 1 to 65535, not {value!r}")
     return value
 
 
@@ -140,13 +141,13 @@ def _positive(name: str, value: Any) -> float:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
 
 
 def _name(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, not {value!r}")
+        raise SettingsError(f"{name} must be a non-empty string, not {value!r}")
     return value.strip()
 
 
@@ -155,11 +156,11 @@ def _network(value: Any) -> str:
     try:
         network = ipaddress.ip_network(value)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise SettingsError(
             f"network ip range {value!r} is not a network in CIDR notation (e.g. 10.0.0.0/16)"
         ) from None
     if network.version != 4 or network.prefixlen > 24:
-        raise ValueError(f"network ip range {value!r} must be an IPv4 network of /24 or larger")
+        raise SettingsError(f"network ip range {value!r} must be an IPv4 network of /24 or larger")
     return str(network)
 
 
@@ -167,7 +168,7 @@ def _cidrs(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
+        raise SettingsError(
             "allowed_cidrs must be a non-empty list of networks in CIDR notation, "
             f"e.g. ['203.0.113.0/24'], not {value!r}"
         )
@@ -176,7 +177,7 @@ def _cidrs(value: Any) -> tuple[str, ...]:
         try:
             cidrs.append(str(ipaddress.ip_network(item)))
         except (TypeError, ValueError):
-            raise ValueError(
+            raise SettingsError(
                 f"allowed_cidrs entry {item!r} is not a network in CIDR notation with no host "
                 "bits set (e.g. 203.0.113.0/24, 0.0.0.0/0, ::/0)"
             ) from None
@@ -188,10 +189,10 @@ def _requirements(value: Any) -> tuple[str, ...]:
         # One requirement ("zarr >= 2.18", "pkg @ https://..."), else several by spaces.
         value = [value] if _is_requirement(value) else value.split()
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"packages must be a list of pip requirements, not {value!r}")
+        raise SettingsError(f"packages must be a list of pip requirements, not {value!r}")
     for item in value:
         if not _is_requirement(item):
-            raise ValueError(
+            raise SettingsError(
                 f"packages entry {item!r} is not a pip requirement (e.g. 'xarray', "
                 "'zarr>=2.18', 'pandas[parquet]', 'name @ https://host/name.whl')"
             )
@@ -210,12 +211,12 @@ def _env(value: Any) -> dict[str, str]:
     mapping = _mapping("env_vars", value)
     for key, item in mapping.items():
         if not isinstance(key, str) or not key.isidentifier() or not key.isascii():
-            raise ValueError(
+            raise SettingsError(
                 f"env_vars key {key!r} is not an environment variable name: use letters, "
                 "digits and '_', not starting with a digit"
             )
         if not isinstance(item, (str, int, float)) or isinstance(item, bool) or "\0" in str(item):
-            raise ValueError(
+            raise SettingsError(
                 f"env_vars[{key!r}] must be a string (without NUL) or a number, not {item!r}"
             )
     return {k: str(v) for k, v in mapping.items()}
@@ -247,24 +248,24 @@ def _options(name: str, value: Any) -> dict[str, Any]:
     }
     for key, item in options.items():
         if key == "env":
-            raise ValueError(f"{name}['env'] is set by the cluster: use env_vars instead")
+            raise SettingsError(f"{name}['env'] is set by the cluster: use env_vars instead")
         if key in _RESERVED_OPTIONS:
-            raise ValueError(f"{name}[{key!r}] is set by the cluster itself; leave it out")
+            raise SettingsError(f"{name}[{key!r}] is set by the cluster itself; leave it out")
         if key not in accepted:
-            raise ValueError(
+            raise SettingsError(
                 f"{name} key {key!r} is not a parameter of "
                 f"{' or '.join(t.__name__ for t in targets[:-1])}"
             )
         try:
             json.dumps(item)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise SettingsError(
                 f"{name}[{key!r}] must be plain data (it is sent to the nodes as JSON), "
                 f"not {type(item).__name__}"
             ) from None
     threads = options.get("nthreads") or 1  # None or 0: Dask's default
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{name}['nthreads'] must be a whole number ≥ 1, not {threads!r}")
+        raise SettingsError(f"{name}['nthreads'] must be a whole number ≥ 1, not {threads!r}")
     return options
 
 
@@ -272,5 +273,5 @@ def _mapping(name: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{name} must be a mapping, not {value!r}")
+        raise SettingsError(f"{name} must be a mapping, not {value!r}")
     return dict(value)

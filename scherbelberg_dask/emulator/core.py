@@ -33,13 +33,13 @@ from aiohttp import web
 from .api import build_app
 from .api.addresses import RESERVED, AddressBook
 from .api.context import Context, ResponseRecord
+from .api.engine import Engine, MachineFactory
 from .api.introspection import snapshot as build_snapshot
-from .api.lifecycle import Engine, MachineFactory
 from .api.ratelimit import TokenBucket
-from .catalog import Catalog
 from .faults import Faults
 from .machine.interface import EMULATOR_IMAGE_NAME, MachineInterface, MachineSpec
 from .machine.processes import kill_tagged
+from .offerings import Offerings
 from .settings import TimingProfile, get_profile
 from .store import Store
 
@@ -189,7 +189,7 @@ class Emulator:
         self.faults = Faults(
             api_error_rate=api_error_rate, boot_failure_rate=boot_failure_rate, seed=seed
         )
-        self.catalog = Catalog.load()
+        self.catalog = Offerings.load()
         self.network_range = _network_range(public_pool)
         self._port = port
         self._public_pool = public_pool

@@ -27,10 +27,14 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .core import Emulator
+if TYPE_CHECKING:
+    # Only the fixtures need the emulator: pytest loads this plugin in every test run of
+    # an environment that has the package, and must not import the API server there.
+    from .core import Emulator
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 @pytest.fixture
 def hetzner_emulator() -> Iterator[Emulator]:
     """A running emulator (instant profile, free SSH port), stopped after the test."""
+    from .core import Emulator
+
     emulator = Emulator(profile="instant", ssh_port=free_port())
     emulator.start_sync()
     try:

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .catalog import Location, ServerType, SystemImage
 from .machine.interface import MachineInterface
+from .offerings import Location, ServerType, SystemImage
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ is wrong) and :class:`SSHAuthError`.
 
 from __future__ import annotations
 
+from scherbelberg_dask.errors import UserError
+
 __all__ = [
     "HostKeyMismatchError",
     "HostKeyNotPinnedError",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class SSHError(Exception):
+class SSHError(UserError):
     """Base class of all SSH layer errors.
 
     Attributes

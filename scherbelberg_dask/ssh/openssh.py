@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
+from scherbelberg_dask.errors import SettingsError
+
 from .client import SSHTarget
 
 __all__ = ["openssh_args", "openssh_options", "scp_args", "scp_remote"]
@@ -21,7 +23,7 @@ def _config_path(path: os.PathLike[str] | str) -> str:
     """A path as an ``-o`` option value: absolute, ``%`` escaped, quoted if it has spaces."""
     text = os.path.abspath(os.fspath(path)).replace("%", "%%")
     if '"' in text:
-        raise ValueError(f"path {text!r} contains a double quote, which ssh cannot take")
+        raise SettingsError(f"path {text!r} contains a double quote, which ssh cannot take")
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
@@ -78,5 +80,5 @@ def scp_remote(target: SSHTarget, path: str) -> str:
 
 def _destination(target: SSHTarget) -> str:
     if target.username.startswith("-") or target.host.startswith("-"):
-        raise ValueError("SSH user and host must not start with '-'")
+        raise SettingsError("SSH user and host must not start with '-'")
     return f"{target.username}@{target.host}"

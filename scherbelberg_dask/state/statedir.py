@@ -36,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from scherbelberg_dask.errors import SettingsError, UserError
+
 from ..security.known_hosts import host_keys_for, remove_host, set_host_key
 from ..security.sshkeys import SSHKeyPair
 from ..security.tls import CertKeyPair, ClusterCA
@@ -61,7 +63,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _POSIX = os.name == "posix"
 
 
-class StateDirError(Exception):
+class StateDirError(UserError):
     """Base class of state directory errors."""
 
 
@@ -87,7 +89,7 @@ def default_base_dir() -> Path:
 
 def _check_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-        raise ValueError(
+        raise SettingsError(
             f"invalid cluster prefix for a state directory: {prefix!r} "
             "(letters, digits, '.', '_', '-'; starting with a letter or digit; at most 63)"
         )
@@ -415,7 +417,7 @@ class StateDir:
     def _resolve(self, relpath: str) -> Path:
         rel = PurePosixPath(relpath)
         if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts):
-            raise ValueError(f"state file path must be relative and stay inside: {relpath!r}")
+            raise SettingsError(f"state file path must be relative and stay inside: {relpath!r}")
         return self.path.joinpath(*rel.parts)
 
     def _check_dir(self, path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from scherbelberg_dask import HetznerCluster
 from scherbelberg_dask.cloud.errors import CloudAuthError, CloudUnreachableError
-from scherbelberg_dask.cluster.context import ClusterExistsError
+from scherbelberg_dask.errors import ClusterExistsError
 from tests.cluster.conftest import assert_nothing_left
 
 #: Stands for an endpoint on a port where nothing listens (bound for the test's duration).

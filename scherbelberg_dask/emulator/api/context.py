@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..catalog import Catalog
 from ..faults import Faults
+from ..offerings import Offerings
 from ..settings import TimingProfile
 from ..store import Store
 from .addresses import AddressBook
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
-    from .lifecycle import Engine
+    from .engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Context:
     token: str
     readonly_token: str
     store: Store
-    catalog: Catalog
+    catalog: Offerings
     addresses: AddressBook
     engine: Engine
     faults: Faults

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ..catalog import Location
+from ..offerings import Location
 from ..store import Network, PrivateNet, Route, Server, Subnet, utcnow
 from . import render
 from .body import Body, read_body

@@ -6,7 +6,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from ..catalog import Catalog, Location, ServerType, format_price
+from ..offerings import Location, Offerings, ServerType, format_price
 from ..store import (
     Action,
     Firewall,
@@ -51,7 +51,7 @@ def location(item: Location) -> dict[str, Any]:
     }
 
 
-def datacenter(item: Location, catalog: Catalog) -> dict[str, Any]:
+def datacenter(item: Location, catalog: Offerings) -> dict[str, Any]:
     """The datacenter object of a location (deprecated resource, still served)."""
     supported = []
     available = []
@@ -88,7 +88,7 @@ def server_type_prices(item: ServerType, vat_rate: Decimal) -> list[dict[str, An
     ]
 
 
-def server_type(item: ServerType, catalog: Catalog) -> dict[str, Any]:
+def server_type(item: ServerType, catalog: Offerings) -> dict[str, Any]:
     """A server type object (with the per-location ``available``/``recommended`` keys)."""
     return {
         "id": item.id,
@@ -159,7 +159,7 @@ def firewall_server_ids(item: Firewall, store: Store) -> list[int]:
     return sorted(result)
 
 
-def server(item: Server, store: Store, catalog: Catalog) -> dict[str, Any]:
+def server(item: Server, store: Store, catalog: Offerings) -> dict[str, Any]:
     """A server object."""
     firewalls = [
         {"id": fw.id, "status": "pending" if item.id in fw.pending else "applied"}
@@ -303,7 +303,7 @@ def placement_group(item: PlacementGroup, store: Store) -> dict[str, Any]:
     }
 
 
-def pricing(catalog: Catalog) -> dict[str, Any]:
+def pricing(catalog: Offerings) -> dict[str, Any]:
     """The ``/pricing`` object, consistent with the server types' prices."""
     raw = catalog.raw
     vat = catalog.vat_rate

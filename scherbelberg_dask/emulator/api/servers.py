@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..catalog import Location, ServerType
+from ..offerings import Location, ServerType
 from ..store import FirewallTarget, Image, PrivateNet, Server, SSHKey, utcnow
 from . import render
 from .body import MAX_USER_DATA, Body, hostname_problem, read_body

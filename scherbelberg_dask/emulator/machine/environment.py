@@ -27,7 +27,7 @@ def client_env_allowed(name: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Node:
+class MachineView:
     """A machine as the processes on it see it.
 
     Attributes

@@ -8,7 +8,7 @@ import logging
 import asyncssh
 from asyncssh.channel import SSHChannel
 
-from .environment import Node, merge_client_env
+from .environment import MachineView, merge_client_env
 from .exec import run_pipes
 from .pty import run_pty
 from .session import NodeProcess, fail
@@ -29,7 +29,7 @@ class SessionHandler:
         The machine (its hostname is shown in the prompt).
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: MachineView) -> None:
         self._node = node
         self._tasks: set[asyncio.Task[None]] = set()
 

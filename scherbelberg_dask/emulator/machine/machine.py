@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .control import CommandHandler, ControlServer
-from .environment import Node, write_wrapper_scripts
+from .environment import MachineView, write_wrapper_scripts
 from .handler import SessionHandler
 from .hostkeys import load_host_keys
 from .interface import MachineEvent, MachineInterface, MachineSpec
@@ -99,7 +99,7 @@ class Machine(MachineInterface):
         self.spec = spec
         self.on_event = on_event
         self.paths = MachinePaths(Path(spec.root_dir))
-        self._node = Node(self.paths, spec.tag, spec.name)
+        self._node = MachineView(self.paths, spec.tag, spec.name)
         self._users = [user for user in spec.users if valid_user_name(user.name)]
         for user in spec.users:
             if not valid_user_name(user.name):

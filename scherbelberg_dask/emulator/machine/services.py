@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from .environment import Node
+from .environment import MachineView
 from .processes import (
     SERVICE_VAR,
     kill_matching_async,
@@ -295,7 +295,7 @@ class Supervisor:
         Seconds a stopping service gets between SIGTERM and SIGKILL.
     """
 
-    def __init__(self, node: Node, stop_grace: float = 5.0) -> None:
+    def __init__(self, node: MachineView, stop_grace: float = 5.0) -> None:
         self.node = node
         self.stop_grace = stop_grace
         self.store = DefinitionStore(node.paths.services)

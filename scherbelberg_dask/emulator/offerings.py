@@ -1,4 +1,4 @@
-"""The emulated Hetzner catalog: locations, datacenters, server types, prices, system images.
+"""The emulated Hetzner offerings: locations, datacenters, server types, prices, system images.
 
 Loaded from ``data/catalog.yaml`` (sources in ``docs/emulator-catalog.md``), plus the
 emulator's own image (:data:`EMULATOR_IMAGE_NAME`) for both architectures.
@@ -20,9 +20,9 @@ from .machine.interface import EMULATOR_IMAGE_NAME
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Catalog",
     "Datacenter",
     "Location",
+    "Offerings",
     "ServerType",
     "ServerTypeLocation",
     "SystemImage",
@@ -117,7 +117,7 @@ def format_price(net: Decimal, vat_rate: Decimal) -> dict[str, str]:
     return {"net": f"{net:.10f}", "gross": f"{gross:.16f}"}
 
 
-class Catalog:
+class Offerings:
     """The static part of the emulated cloud (read-only after loading)."""
 
     def __init__(self, data: dict[str, Any]) -> None:
@@ -151,7 +151,7 @@ class Catalog:
         self.system_images: list[SystemImage] = self._system_images(data)
 
     @classmethod
-    def load(cls) -> Catalog:
+    def load(cls) -> Offerings:
         """The packaged catalog (parsed once; it is read-only)."""
         return _packaged_catalog()
 
@@ -256,9 +256,9 @@ class Catalog:
 
 
 @functools.lru_cache(maxsize=1)
-def _packaged_catalog() -> Catalog:
+def _packaged_catalog() -> Offerings:
     text = resources.files(__package__).joinpath("data/catalog.yaml").read_text("utf-8")
-    return Catalog(yaml.safe_load(text))
+    return Offerings(yaml.safe_load(text))
 
 
 def _matches(ident: int | str, item_id: int, item_name: str) -> bool:
