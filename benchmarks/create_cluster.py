@@ -177,7 +177,7 @@ async def _create_and_close(
                 logging.getLogger("asyncio").removeHandler(slow)
         cpu1, emu1, busy1 = client_cpu(), emulator_cpu(emulator), machine_busy()
         create_counts = (await asyncio.to_thread(emulator.counters))["by_route"]
-        client_requests = cluster.context.cloud.requests if cluster.context.cloud else -1
+        client_requests = cluster.provisioner.cloud.requests
         failed = len(cluster.failures)
         measured = True
     finally:

@@ -1,4 +1,4 @@
-"""What a node must run so that it matches the client (DESIGN §7).
+"""What a node must run so that it matches the client (docs/design.md, "Bootstrap").
 
 A worker that runs other versions than the client is a classic Dask failure: nodes get the
 client's Python major.minor and the exact local versions of dask, distributed and the

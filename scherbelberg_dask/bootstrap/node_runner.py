@@ -2,14 +2,16 @@
 
 This file is uploaded to every node and run there by the node's service manager
 (systemd on cloud images, ``servicectl`` on the emulator image).  It imports only the
-standard library, dask and distributed, because the node has nothing else of ours.
+standard library, dask, distributed and :mod:`node_config` (uploaded next to it: the
+typed node contract), because the node has nothing else of ours.
 
 Usage on the node::
 
     python3 node_runner.py run NODE_JSON      # the service's command
     python3 node_runner.py wait NODE_JSON T   # exit 0 once the service is ready, else 1
 
-``NODE_JSON`` holds the role, addresses, ports, certificate paths and Dask options.
+``NODE_JSON`` is a :class:`~scherbelberg_dask.bootstrap.node_config.NodeConfig`: the
+role, addresses, ports, certificate paths and Dask options.
 ``run`` exits 0 when Dask closed cleanly (retired by the scheduler, or stopped by the
 service manager), and non-zero when it failed: the service restarts on failure only, so a
 retired worker stays gone until its server is deleted.
@@ -27,55 +29,58 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__:
+    from .node_config import NodeConfig
+else:  # run as a script on the node, where node_config.py lies next to this file
+    from node_config import NodeConfig  # type: ignore[no-redef]
 
-def _security(conf: dict[str, Any]) -> Any:
+
+def _security(conf: NodeConfig) -> Any:
     from distributed.security import Security
 
-    tls = conf["tls"]
+    tls = conf.tls
     return Security(
-        tls_ca_file=tls["ca"],
-        tls_scheduler_cert=tls["cert"],
-        tls_scheduler_key=tls["key"],
-        tls_worker_cert=tls["cert"],
-        tls_worker_key=tls["key"],
-        tls_client_cert=tls["cert"],
-        tls_client_key=tls["key"],
+        tls_ca_file=tls.ca,
+        tls_scheduler_cert=tls.cert,
+        tls_scheduler_key=tls.key,
+        tls_worker_cert=tls.cert,
+        tls_worker_key=tls.key,
+        tls_client_cert=tls.cert,
+        tls_client_key=tls.key,
         require_encryption=True,
     )
 
 
-async def _run_scheduler(conf: dict[str, Any], stop: asyncio.Event) -> None:
+async def _run_scheduler(conf: NodeConfig, stop: asyncio.Event) -> None:
     from distributed import Scheduler
 
-    hosts = conf["listen"]  # public and private address: clients and workers
-    ports = conf["ports"]
+    hosts = list(conf.listen)  # public and private address: clients and workers
     async with Scheduler(
-        host=hosts,
-        port=[ports["scheduler"]] * len(hosts),  # type: ignore[arg-type]  # one per host
+        host=hosts,  # type: ignore[arg-type]  # one per port
+        port=[conf.ports.scheduler] * len(hosts),  # type: ignore[arg-type]  # one per host
         protocol="tls",
         security=_security(conf),
-        dashboard_address=f"{conf['private_ip']}:{ports['dashboard']}",
-        **conf.get("options", {}),
+        dashboard_address=f"{conf.private_ip}:{conf.ports.dashboard}",
+        **conf.options,
     ) as scheduler:
         _mark_ready(conf, scheduler.address)
         await _until(stop, scheduler.finished())
 
 
-async def _run_worker(conf: dict[str, Any], stop: asyncio.Event) -> None:
+async def _run_worker(conf: NodeConfig, stop: asyncio.Event) -> None:
     from distributed import Nanny
 
-    ports = conf["ports"]
     async with Nanny(
-        conf["scheduler_address"],
-        name=conf["name"],
-        host=conf["private_ip"],
-        port=ports["nanny"],
-        worker_port=ports["scheduler"],
+        conf.scheduler_address,
+        name=conf.name,
+        host=conf.private_ip,
+        port=conf.ports.nanny,
+        worker_port=conf.ports.scheduler,
         protocol="tls",
         security=_security(conf),
-        dashboard_address=f"{conf['private_ip']}:{ports['dashboard']}",
-        env=conf.get("env", {}),
-        **conf.get("options", {}),
+        dashboard_address=f"{conf.private_ip}:{conf.ports.dashboard}",
+        env=conf.env,
+        **conf.options,
     ) as nanny:
         _mark_ready(conf, nanny.worker_address)
         await _until(stop, nanny.finished())
@@ -88,11 +93,11 @@ async def _until(stop: asyncio.Event, finished: Any) -> None:
     halt.cancel()
 
 
-def _ready_file(conf: dict[str, Any]) -> Path:
-    return Path(conf["state_dir"]) / f"{conf['role']}.ready"
+def _ready_file(conf: NodeConfig) -> Path:
+    return Path(conf.ready_file)
 
 
-def _mark_ready(conf: dict[str, Any], address: str) -> None:
+def _mark_ready(conf: NodeConfig, address: str) -> None:
     # Written to a temporary file and renamed, so a reader never sees it half written.
     path = _ready_file(conf)
     temporary = path.with_name(path.name + ".tmp")
@@ -100,19 +105,19 @@ def _mark_ready(conf: dict[str, Any], address: str) -> None:
     os.replace(temporary, path)
 
 
-async def _main_run(conf: dict[str, Any]) -> None:
-    for name, value in conf.get("env", {}).items():
+async def _main_run(conf: NodeConfig) -> None:
+    for name, value in conf.env.items():
         os.environ[name] = str(value)
     _ready_file(conf).unlink(missing_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = _run_scheduler if conf["role"] == "scheduler" else _run_worker
+    runner = _run_scheduler if conf.role == "scheduler" else _run_worker
     await runner(conf, stop)
 
 
-def _main_wait(conf: dict[str, Any], timeout: float) -> int:
+def _main_wait(conf: NodeConfig, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     path = _ready_file(conf)
     while time.monotonic() < deadline:
@@ -123,7 +128,7 @@ def _main_wait(conf: dict[str, Any], timeout: float) -> int:
             continue
         print(json.dumps(ready))
         return 0
-    print(f"{conf['role']} not ready after {timeout:.0f} s", file=sys.stderr)
+    print(f"{conf.role} not ready after {timeout:.0f} s", file=sys.stderr)
     return 1
 
 
@@ -133,7 +138,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("run", "wait"):
         print(__doc__, file=sys.stderr)
         return 2
-    conf = json.loads(Path(argv[1]).read_text())
+    conf = NodeConfig.from_json(Path(argv[1]).read_text())
     if argv[0] == "wait":
         return _main_wait(conf, float(argv[2]) if len(argv) > 2 else 120.0)
     asyncio.run(_main_run(conf))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import abc
 import json
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scherbelberg_dask.bootstrap import cloudscript
 from scherbelberg_dask.bootstrap.cloudinit import CloudUser, render_cloud_config
 from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
+from scherbelberg_dask.bootstrap.node_config import NODE_DIR, NodeConfig
 from scherbelberg_dask.errors import SettingsError, UserError
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
 #: The unprivileged user that runs Dask on every node.
 DASK_USER = "dask"
-#: Directory (relative to the Dask user's home) holding a node's files.
-NODE_DIR = "scherbelberg"
 #: Image whose servers run on the local emulator's host (see scherbelberg_dask.emulator).
 EMULATOR_IMAGE = "scherbelberg-emulator"
 
@@ -51,9 +50,13 @@ class BootstrapProfile(abc.ABC):
 
     @abc.abstractmethod
     async def setup(
-        self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
+        self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
     ) -> None:
-        """Install what the node needs and start its Dask service (idempotent)."""
+        """Install what the node needs and start its Dask service (idempotent).
+
+        ``files`` are the node's own files (its TLS pair) by path below :data:`NODE_DIR`;
+        ``node`` becomes its ``node.json``.
+        """
 
     @abc.abstractmethod
     def service_command(self, action: str, role: str) -> str:
@@ -89,28 +92,18 @@ class BootstrapProfile(abc.ABC):
     #: Command prefix that runs the rest as the Dask user in its home directory.
     as_dask_user = ""
 
-    def _node_json(self, node: dict[str, Any]) -> bytes:
-        return json.dumps(
-            {
-                **node,
-                "state_dir": NODE_DIR,
-                "tls": {
-                    "ca": f"{NODE_DIR}/tls/ca.pem",
-                    "cert": f"{NODE_DIR}/tls/node.pem",
-                    "key": f"{NODE_DIR}/tls/node.key",
-                },
-            },
-            indent=1,
-        ).encode()
+    def node_files(self, files: dict[str, bytes], node: NodeConfig) -> dict[str, bytes]:
+        """Every file a node gets, by path relative to the Dask user's home.
 
-    def node_files(self, files: dict[str, bytes], node: dict[str, Any]) -> dict[str, bytes]:
-        """Every file a node gets, by path relative to the Dask user's home."""
+        The node runner, the typed node contract it imports, ``node.json`` and ``files``.
+        """
         from importlib.resources import files as package_files
 
-        runner = package_files("scherbelberg_dask.bootstrap").joinpath("node_runner.py")
+        package = package_files("scherbelberg_dask.bootstrap")
         return {
-            f"{NODE_DIR}/node_runner.py": runner.read_bytes(),
-            f"{NODE_DIR}/node.json": self._node_json(node),
+            f"{NODE_DIR}/node_runner.py": package.joinpath("node_runner.py").read_bytes(),
+            f"{NODE_DIR}/node_config.py": package.joinpath("node_config.py").read_bytes(),
+            f"{NODE_DIR}/node.json": node.to_json(),
             **{f"{NODE_DIR}/{path}": data for path, data in files.items()},
         }
 
@@ -140,11 +133,11 @@ class EmulatorProfile(BootstrapProfile):
         )
 
     async def setup(
-        self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
+        self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
     ) -> None:
         await conn.upload(self.node_files(files, node))
         await self.check_environment(conn)
-        await conn.run(self.service_command("start", role), timeout=60)
+        await conn.run(self.service_command("start", node.role), timeout=60)
 
     def service_command(self, action: str, role: str) -> str:
         service = f"dask-{role}"
@@ -188,7 +181,7 @@ class CloudProfile(BootstrapProfile):
         return cloudscript.render(self.environment, role=role, user=DASK_USER, node_dir=NODE_DIR)
 
     async def setup(
-        self, conn: SSHConnection, *, role: str, files: dict[str, bytes], node: dict[str, Any]
+        self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
     ) -> None:
         # One command first: a server that cannot run anything (wrong image) says why
         # here, instead of failing the file upload with a protocol error.
@@ -200,7 +193,7 @@ class CloudProfile(BootstrapProfile):
                 f"{probe.exit_status}): {said}"
             )
         upload = self.node_files(files, node)
-        upload[f"{NODE_DIR}/setup.sh"] = self.script(role).encode()
+        upload[f"{NODE_DIR}/setup.sh"] = self.script(node.role).encode()
         await conn.upload(upload)
         result = await conn.run(f"bash {NODE_DIR}/setup.sh", check=False, timeout=1800)
         if result.exit_status != 0:

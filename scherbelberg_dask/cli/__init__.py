@@ -1,7 +1,7 @@
 """The command line: ``python -m scherbelberg_dask VERB`` (or ``scherbelberg-dask VERB``).
 
-The CLI is a thin layer over the public Python API (DESIGN §1); it adds no logic of its
-own.  Log lines go to stderr, results to stdout.  Expected errors print one clear line
+The CLI is a thin layer over the public Python API (docs/design.md, "CLI"); it adds no
+logic of its own.  Log lines go to stderr, results to stdout.  Expected errors print one clear line
 and exit non-zero; tracebacks only at DEBUG.  The API token is never printed.
 
 Verbs live in their own modules: :mod:`~scherbelberg_dask.cli.create`,

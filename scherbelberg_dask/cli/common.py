@@ -18,8 +18,8 @@ from scherbelberg_dask import config
 from scherbelberg_dask.cli.logs import LEVELS
 
 if TYPE_CHECKING:
-    from scherbelberg_dask.cluster.context import ClusterContext
     from scherbelberg_dask.cluster.node import Node
+    from scherbelberg_dask.cluster.provisioner import Provisioner
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _known_clusters(prefix: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def attached(prefix: str) -> AsyncIterator[ClusterContext]:
+async def attached(prefix: str) -> AsyncIterator[Provisioner]:
     """The running cluster ``prefix`` (found without connecting to Dask); closed after use.
 
     Raises
@@ -110,18 +110,18 @@ async def attached(prefix: str) -> AsyncIterator[ClusterContext]:
     from scherbelberg_dask.errors import ClusterNotFoundError
 
     try:
-        context = await HetznerCluster.attach_context(prefix)
+        provisioner = await HetznerCluster.attach_context(prefix)
     except ClusterNotFoundError as exc:
         raise ClusterNotFoundError(f"{exc}{_known_clusters(prefix)}") from None
     try:
-        yield context
+        yield provisioner
     finally:
-        await context.close()
+        await provisioner.close()
 
 
-def find_node(context: ClusterContext, name: str) -> Node:
+def find_node(provisioner: Provisioner, name: str) -> Node:
     """Node ``name`` (``scheduler``, ``worker000`` or the server's full name)."""
-    nodes = context.nodes
+    nodes = provisioner.nodes
     if name in nodes:
         return nodes[name]
     for node in nodes.values():
@@ -130,7 +130,8 @@ def find_node(context: ClusterContext, name: str) -> Node:
     from scherbelberg_dask.errors import NodeNotFoundError
 
     raise NodeNotFoundError(
-        f"cluster {context.prefix!r} has no node {name!r}; its nodes: {', '.join(sorted(nodes))}"
+        f"cluster {provisioner.prefix!r} has no node {name!r}; "
+        f"its nodes: {', '.join(sorted(nodes))}"
     )
 
 

@@ -120,6 +120,7 @@ def _cancel_on_sigterm() -> Iterator[None]:
 
 async def _create(args: argparse.Namespace) -> int:
     from scherbelberg_dask.cluster.cluster import HetznerCluster
+    from scherbelberg_dask.cluster.provisioner import Ownership
 
     timeouts = {
         key: value for key in TIMEOUTS if (value := getattr(args, f"timeout_{key}")) is not None
@@ -151,7 +152,7 @@ async def _create(args: argparse.Namespace) -> int:
     except BaseException:
         # Dask already removed a cluster whose start failed; an interrupted start needs
         # this close (it deletes everything this process made; a clash made nothing).
-        if cluster.context.owner:
+        if cluster.ownership is Ownership.OWNED:
             logger.info("Removing what was created of cluster %s ...", prefix)
             await close_cluster(cluster)
         raise

@@ -23,7 +23,7 @@ from scherbelberg_dask.errors import SettingsError
 
 if TYPE_CHECKING:
     from scherbelberg_dask.cloud.catalog import Catalog, Price
-    from scherbelberg_dask.cluster.context import ClusterContext
+    from scherbelberg_dask.cluster.provisioner import Provisioner
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +101,9 @@ def billed_cost(price: Price, seconds: float) -> float:
 
 
 async def _ls(prefix: str, *, as_json: bool) -> int:
-    async with attached(prefix) as context:
-        assert context.cloud is not None
-        catalog = await context.cloud.catalog()
-        report = _cluster_report(context, catalog)
+    async with attached(prefix) as provisioner:
+        catalog = await provisioner.cloud.catalog()
+        report = _cluster_report(provisioner, catalog)
     if as_json:
         print_json(report)
         return 0
@@ -138,11 +137,11 @@ async def _ls(prefix: str, *, as_json: bool) -> int:
     return 0
 
 
-def _cluster_report(context: ClusterContext, catalog: Catalog) -> dict[str, Any]:
+def _cluster_report(provisioner: Provisioner, catalog: Catalog) -> dict[str, Any]:
     now = datetime.now(timezone.utc)
     nodes: list[dict[str, Any]] = []
-    for name in sorted(context.nodes, key=lambda n: (n != "scheduler", n)):
-        node = context.nodes[name]
+    for name in sorted(provisioner.nodes, key=lambda n: (n != "scheduler", n)):
+        node = provisioner.nodes[name]
         server = node.server
         server_type = catalog.server_types.get(server.server_type)
         price = server_type.prices.get(server.location) if server_type else None
@@ -164,10 +163,10 @@ def _cluster_report(context: ClusterContext, catalog: Catalog) -> dict[str, Any]
                 "cost_eur": round(billed_cost(price, seconds), 4) if price else None,
             }
         )
-    scheduler = context.nodes.get("scheduler")
-    ports = context.settings.ports
+    scheduler = provisioner.nodes.get("scheduler")
+    ports = provisioner.settings.ports
     return {
-        "prefix": context.prefix,
+        "prefix": provisioner.prefix,
         "nodes": nodes,
         "hourly_eur": round(sum(n["hourly_eur"] or 0.0 for n in nodes), 4),
         "cost_eur": round(sum(n["cost_eur"] or 0.0 for n in nodes), 4),
@@ -177,7 +176,7 @@ def _cluster_report(context: ClusterContext, catalog: Catalog) -> dict[str, Any]
             else None
         ),
         "dashboard": {
-            "command": f"{PROG} dashboard --prefix {context.prefix}",
+            "command": f"{PROG} dashboard --prefix {provisioner.prefix}",
             "remote": (
                 f"{scheduler.private_ip}:{ports.dashboard}"
                 if scheduler and scheduler.private_ip
@@ -200,9 +199,9 @@ def run_logs(args: argparse.Namespace) -> int:
 
 
 async def _logs(prefix: str, name: str, lines: int) -> str:
-    async with attached(prefix) as context:
-        node = find_node(context, name)
-        return await context.node_log(node.name, lines=lines)
+    async with attached(prefix) as provisioner:
+        node = find_node(provisioner, name)
+        return await provisioner.node_log(node.name, lines=lines)
 
 
 # -- catalog ----------------------------------------------------------------------------

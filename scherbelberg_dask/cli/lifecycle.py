@@ -80,10 +80,10 @@ def run_destroy(args: argparse.Namespace) -> int:
 
 
 async def _destroy(prefix: str) -> dict[str, int]:
-    async with attached(prefix) as context:
-        logger.info("Destroying cluster %s (%d servers) ...", prefix, len(context.nodes))
+    async with attached(prefix) as provisioner:
+        logger.info("Destroying cluster %s (%d servers) ...", prefix, len(provisioner.nodes))
         async with progress.tracking(f"destroying cluster {prefix}", None, lambda: 0):
-            return await context.destroy()
+            return await provisioner.destroy()
 
 
 # -- nuke -------------------------------------------------------------------------------

@@ -127,8 +127,8 @@ def run_ssh(args: argparse.Namespace) -> int:
 
 
 async def _target(prefix: str, name: str) -> SSHTarget:
-    async with attached(prefix) as context:
-        return find_node(context, name).ssh
+    async with attached(prefix) as provisioner:
+        return find_node(provisioner, name).ssh
 
 
 # -- scp --------------------------------------------------------------------------------
@@ -158,12 +158,12 @@ def run_scp(args: argparse.Namespace) -> int:
 
 async def _targets(prefix: str, paths: list[str]) -> dict[str, SSHTarget]:
     """The SSH target of every ``NODE:PATH`` among ``paths`` (others are local)."""
-    async with attached(prefix) as context:
+    async with attached(prefix) as provisioner:
         found: dict[str, SSHTarget] = {}
         for path in paths:
             name, sep, _ = path.partition(":")
             if sep and name and "/" not in name:
-                found[path] = find_node(context, name).ssh
+                found[path] = find_node(provisioner, name).ssh
         return found
 
 
@@ -182,9 +182,9 @@ async def _dashboard(prefix: str, *, port: int, open_browser: bool) -> int:
     """
     from scherbelberg_dask.ssh import connect
 
-    async with attached(prefix) as context:
-        scheduler = find_node(context, "scheduler")
-        remote_port = context.settings.ports.dashboard
+    async with attached(prefix) as provisioner:
+        scheduler = find_node(provisioner, "scheduler")
+        remote_port = provisioner.settings.ports.dashboard
     if scheduler.private_ip is None:
         raise NodeNotFoundError(f"the scheduler of cluster {prefix} has no private address")
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""Batched waiting for Hetzner actions (DESIGN §5).
+"""Batched waiting for Hetzner actions (docs/design.md, "Cloud").
 
 Every caller that waits for actions registers them with one :class:`ActionWaiter`; a
 single poll (``GET /actions?id=..&id=..``) covers all pending actions, with backoff while

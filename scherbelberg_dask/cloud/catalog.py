@@ -1,6 +1,6 @@
 """The live catalog: server types, images and locations, and validation against it.
 
-Choices are validated before anything is created (DESIGN §10); an error names the valid
+Choices are validated before anything is created (docs/design.md, "Cloud"); an error names the valid
 choices, so a typo costs one line of reading, not a half-made cluster.
 """
 

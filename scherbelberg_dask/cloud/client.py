@@ -1,26 +1,26 @@
-"""Async façade over the synchronous ``hcloud`` client (DESIGN §1, §5).
+"""The Hetzner Cloud API over aiohttp, with a small typed layer of our own (docs/design.md,
+"Cloud").
 
-Every API call runs in a small thread pool, never on the event loop.  The façade adds
-what the cluster needs on top of hcloud: pacing by the ``RateLimit-*`` headers, batched
-action waits, retries of idempotent calls, recovery of creates whose answer was lost,
-and error messages that say what failed without ever containing the token.
+Requests go straight from the event loop through one :class:`aiohttp.ClientSession`;
+nothing blocks the loop and no thread is needed.  On top of plain HTTP the client adds
+what the cluster needs: pacing by the ``RateLimit-*`` headers, batched action waits,
+pagination, retries of idempotent calls, recovery of creates whose answer was lost, typed
+servers (:class:`ServerInfo`, :class:`ServerSpec`), and error messages that say what
+failed without ever containing the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
+import json as jsonlib
 import logging
 import random
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-import hcloud
-import requests
-from hcloud import APIException
+import aiohttp
 
 from scherbelberg_dask import config
 from scherbelberg_dask._version import __version__
@@ -36,6 +36,8 @@ _TRANSIENT = {"server_error", "unavailable", "timeout", "conflict", "rate_limit_
 #: Error codes after which a create may or may not have happened.
 _AMBIGUOUS = {"server_error", "unavailable", "timeout", "unreachable"}
 _ATTEMPTS = 6
+#: Seconds to connect, and to wait for an answer's bytes.
+_CONNECT_TIMEOUT, _READ_TIMEOUT = 10, 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,41 @@ class ServerInfo:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    """What a new server is made of: everything its one create request names.
+
+    The server is created already attached to its network and firewall, with the
+    cluster's SSH key, its labels and its cloud-init ``user_data`` (docs/design.md,
+    "Cloud"): no call after the create changes it.
+    """
+
+    name: str
+    server_type: str
+    image: str
+    location: str
+    labels: dict[str, str]
+    user_data: str
+    ssh_key_ids: tuple[int, ...] = ()
+    network_ids: tuple[int, ...] = ()
+    firewall_ids: tuple[int, ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        """The ``POST /servers`` request body."""
+        return {
+            "name": self.name,
+            "server_type": self.server_type,
+            "image": self.image,
+            "location": self.location,
+            "start_after_create": True,
+            "ssh_keys": list(self.ssh_key_ids),
+            "networks": list(self.network_ids),
+            "firewalls": [{"firewall": i} for i in self.firewall_ids],
+            "labels": dict(self.labels),
+            "user_data": self.user_data,
+        }
+
+
 class CloudClient:
     """The Hetzner Cloud API, asynchronously.
 
@@ -105,21 +142,14 @@ class CloudClient:
                 "e.g. https://api.hetzner.cloud/v1",
                 code="unreachable",
             )
-        self._hcloud = hcloud.Client(
-            token=token,
-            api_endpoint=self.endpoint,
-            application_name="scherbelberg-dask",
-            application_version=__version__,
-            timeout=(10, 60),
-        )
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "User-Agent": f"scherbelberg-dask/{__version__}",
+        }
+        self._concurrency = int(config.get("api.max-concurrency"))
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self.pacer = RateLimitPacer()
-        self._hcloud._client._session.hooks["response"].append(self.pacer.observe)
-        # hcloud retries 429s and conflicts itself, sleeping in its thread and sending
-        # again past our pacer; we retry those ourselves, paced (see `request`).
-        self._hcloud._client._retry_max_retries = 0
-        self._executor = ThreadPoolExecutor(
-            max_workers=int(config.get("api.max-concurrency")), thread_name_prefix="hcloud"
-        )
         self._waiter = ActionWaiter(
             self._fetch_actions,
             interval=float(config.get("api.poll-interval")),
@@ -132,11 +162,57 @@ class CloudClient:
         return f"<CloudClient endpoint={self.endpoint!r}>"
 
     async def close(self) -> None:
-        """Stop the action poller and the thread pool."""
+        """Stop the action poller and close the HTTP session."""
+        self._closed = True
         await self._waiter.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # -- transport ---------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The session (made on first use, inside the event loop that uses it)."""
+        if self._closed:
+            raise CloudError("the API client of this cluster is closed", code="closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=_CONNECT_TIMEOUT, sock_read=_READ_TIMEOUT
+                ),
+                connector=aiohttp.TCPConnector(limit=self._concurrency),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        json: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """One HTTP exchange: the answer's JSON, or :class:`CloudError` with its code."""
+        async with self._http().request(
+            method, self.endpoint + path, params=_query(params), json=json
+        ) as response:
+            self.pacer.observe(response)
+            content = await response.read()
+            status, reason = response.status, response.reason or ""
+        payload: Any = {}
+        try:
+            if content:
+                payload = jsonlib.loads(content)
+        except ValueError:
+            # Not JSON (an HTML error page, a proxy): the HTTP status is all there is.
+            raise CloudError(f"{status}: {reason}", code=str(status)) from None
+        if status >= 400:
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if not isinstance(error, dict) or "code" not in error:
+                raise CloudError(f"{status}: {reason}", code=str(status))
+            raise CloudError(f"{error['code']}: {error.get('message', '')}", code=error["code"])
+        return payload if isinstance(payload, dict) else {}
 
     async def request(
         self,
@@ -147,20 +223,18 @@ class CloudClient:
         json: dict[str, Any] | None = None,
         retry: bool | None = None,
     ) -> dict[str, Any]:
-        """Send one API request in a thread; retry transient failures if ``retry``.
+        """Send one API request; retry transient failures if ``retry``.
 
         ``retry`` defaults to True for GET, PUT and DELETE (idempotent) and False for POST.
         """
         if retry is None:
             retry = method != "POST"
-        loop = asyncio.get_running_loop()
-        call = functools.partial(self._hcloud.request, method, path, params=params, json=json)
         for attempt in range(_ATTEMPTS):
             await self.pacer.wait()
             self.requests += 1
             try:
-                return await loop.run_in_executor(self._executor, call)
-            except APIException as exc:
+                return await self._send(method, path, params, json)
+            except CloudError as exc:
                 code = str(exc.code)
                 if code in ("unauthorized", "token_readonly", "401"):
                     raise CloudAuthError(
@@ -174,10 +248,8 @@ class CloudClient:
                 if (refused or (retry and code in _TRANSIENT)) and attempt < _ATTEMPTS - 1:
                     await _backoff(attempt, f"{method} {path}: {code}")
                     continue
-                raise CloudError(
-                    f"{method} {path} failed: {code}: {exc.message}", code=code
-                ) from None
-            except requests.RequestException as exc:
+                raise CloudError(f"{method} {path} failed: {exc}", code=code) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # Invalid URLs and headers (ValueErrors) fail the same way every time.
                 if retry and not isinstance(exc, ValueError) and attempt < _ATTEMPTS - 1:
                     await _backoff(attempt, f"{method} {path}: {type(exc).__name__}")
@@ -288,9 +360,9 @@ class CloudClient:
 
     # -- servers -----------------------------------------------------------------------
 
-    async def create_server(self, body: dict[str, Any]) -> tuple[ServerInfo, list[int]]:
+    async def create_server(self, spec: ServerSpec) -> tuple[ServerInfo, list[int]]:
         """Create a server with one POST; return it and the actions to wait for."""
-        answer = await self.create("servers", body)
+        answer = await self.create("servers", spec.body())
         server = ServerInfo.from_api(answer["server"])
         if answer.get("adopted"):
             pending = await self.request(
@@ -299,6 +371,26 @@ class CloudClient:
             return server, [a["id"] for a in pending["actions"]]
         actions = [answer["action"], *answer.get("next_actions", [])]
         return server, [a["id"] for a in actions if a]
+
+    async def delete_server(self, server_id: int, *, timeout: float, what: str) -> bool:
+        """Delete a server and wait until it is gone; False if it was gone already."""
+        answer = await self.delete("servers", server_id)
+        if answer is None:
+            return False
+        if answer.get("action"):
+            await self.wait_actions([answer["action"]["id"]], timeout=timeout, what=what)
+        return True
+
+
+def _query(params: dict[str, Any] | None) -> list[tuple[str, str]] | None:
+    """Query parameters as pairs; a list value repeats its key (``id=1&id=2``)."""
+    if not params:
+        return None
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return pairs
 
 
 async def _backoff(attempt: int, what: str) -> None:

@@ -1,4 +1,7 @@
-"""Labels that mark what a cluster owns (DESIGN §4: found by labels, never by name)."""
+"""Labels that mark what a cluster owns: found by labels, never by name.
+
+See docs/design.md, "Cloud".
+"""
 
 from __future__ import annotations
 

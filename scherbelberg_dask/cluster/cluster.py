@@ -1,9 +1,14 @@
-"""``HetznerCluster``: a Dask cluster of Hetzner servers, driven by Dask's SpecCluster."""
+"""``HetznerCluster``: a Dask cluster of Hetzner servers, driven by Dask's SpecCluster.
+
+The cluster holds Dask's concerns only: the spec, ``scale``, ``adapt``, retiring workers
+by name, and replacing lost ones.  Everything that touches the cloud is the
+:class:`~scherbelberg_dask.cluster.provisioner.Provisioner`'s (docs/design.md,
+"Cluster").
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import weakref
 from typing import Any
@@ -15,31 +20,16 @@ from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
-from scherbelberg_dask import config
-from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
 from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
+from scherbelberg_dask.cluster.provisioner import Ownership, Provisioner
 from scherbelberg_dask.cluster.settings import ClusterSettings
+from scherbelberg_dask.errors import SettingsError
 from scherbelberg_dask.ssh import SSHConnection, connect
 from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
-
-#: Settings remembered in the local state so that ``from_existing`` rebuilds the spec.
-_REMEMBERED = (
-    "scheduler_type",
-    "worker_type",
-    "image",
-    "location",
-    "ssh_port",
-    "network_ip_range",
-    "allowed_cidrs",
-    "packages",
-    "env_vars",
-    "worker_options",
-    "scheduler_options",
-)
 
 
 class HetznerCluster(SpecCluster):
@@ -86,6 +76,9 @@ class HetznerCluster(SpecCluster):
         ``delete``; seconds).
     network_ip_range, state_dir
         The private network's range and the base directory for local state.
+    boot_retries
+        How often in a row a new server is tried for a node whose server failed to come
+        up for a reason of the cloud's (default ``scherbelberg.boot-retries``, 2).
 
     Examples
     --------
@@ -120,55 +113,31 @@ class HetznerCluster(SpecCluster):
         timeouts: dict[str, float] | None = None,
         network_ip_range: str | None = None,
         state_dir: str | None = None,
+        boot_retries: int | None = None,
         loop: Any = None,
         _attach: bool = False,
     ) -> None:
+        # The settings keywords above, as given: ClusterSettings resolves and checks them.
+        given = {k: v for k, v in locals().items() if k in ClusterSettings.argument_names()}
         if security is not True:
-            raise ValueError(
+            raise SettingsError(
                 "security must be True: scherbelberg-dask always uses mutual TLS between "
                 "client, scheduler and workers (plain TCP is refused)"
             )
-        self.settings = ClusterSettings.resolve(
-            workers=workers,
-            prefix=prefix,
-            scheduler_type=scheduler_type,
-            worker_type=worker_type,
-            image=image,
-            location=location,
-            ssh_port=ssh_port,
-            scheduler_port=scheduler_port,
-            dashboard_port=dashboard_port,
-            nanny_port=nanny_port,
-            allowed_cidrs=allowed_cidrs,
-            packages=packages,
-            env_vars=env_vars,
-            worker_options=worker_options,
-            scheduler_options=scheduler_options,
-            timeouts=timeouts,
-            network_ip_range=network_ip_range,
-            state_dir=state_dir,
-        )
-        self.context = ClusterContext(self.settings, token=token, endpoint=api_endpoint)
-        self._attached = _attach
+        self.settings = ClusterSettings.resolve(**given)
+        self.provisioner = Provisioner(self.settings, token=token, endpoint=api_endpoint)
+        self._start_by_attaching = _attach
         self._tunnel_conn: SSHConnection | None = None
-        #: Worker name → how many workers in a row failed to boot for its slot.
-        self._boot_attempts: dict[str, int] = {}
         self._dashboard_port: int | None = None
-        worker = {"cls": HetznerWorker, "options": {"context": self.context}}
+        worker = {"cls": HetznerWorker, "options": {"provisioner": self.provisioner}}
         initial = (
             {}
             if _attach
-            else {
-                self._new_worker_name(i): {
-                    "cls": HetznerWorker,
-                    "options": {"context": self.context},
-                }
-                for i in range(self.settings.workers)
-            }
+            else {self._new_worker_name(i): dict(worker) for i in range(self.settings.workers)}
         )
         try:
             super().__init__(
-                scheduler={"cls": HetznerScheduler, "options": {"context": self.context}},
+                scheduler={"cls": HetznerScheduler, "options": {"provisioner": self.provisioner}},
                 worker=worker,
                 workers=initial,
                 asynchronous=asynchronous,
@@ -207,14 +176,14 @@ class HetznerCluster(SpecCluster):
         token: str | None = None,
         api_endpoint: str | None = None,
         state_dir: str | None = None,
-    ) -> ClusterContext:
+    ) -> Provisioner:
         """Find a running cluster's nodes without connecting to its Dask scheduler.
 
         For looking at a cluster whose Dask processes may be down (the CLI's ``ls``,
         ``ssh``, ``logs``, ``destroy``): returns the attached
-        :class:`~scherbelberg_dask.cluster.context.ClusterContext` (``nodes``, ``cloud``,
-        ``state``, ``profile``).  Nothing in the cloud changes; release its API client
-        with ``await context.close()``.
+        :class:`~scherbelberg_dask.cluster.provisioner.Provisioner` (``nodes``, ``cloud``,
+        ``state``, ``settings``, ``node_log``, ``destroy``).  Nothing in the cloud changes;
+        release its API client with ``await provisioner.close()``.
 
         Raises
         ------
@@ -223,13 +192,13 @@ class HetznerCluster(SpecCluster):
         """
         prefix, remembered = _remembered_settings(prefix, state_dir)
         settings = ClusterSettings.resolve(prefix=prefix, state_dir=state_dir, **remembered)
-        context = ClusterContext(settings, token=token, endpoint=api_endpoint)
+        provisioner = Provisioner(settings, token=token, endpoint=api_endpoint)
         try:
-            await context.attach()
+            await provisioner.attach()
         except BaseException:
-            await context.close()
+            await provisioner.close()
             raise
-        return context
+        return provisioner
 
     # -- SpecCluster hooks -------------------------------------------------------------
 
@@ -251,66 +220,44 @@ class HetznerCluster(SpecCluster):
     async def _start(self) -> None:
         if self.status != Status.created:
             return await super()._start()
-        ctx = self.context
+        provisioner = self.provisioner
         try:
-            if self._attached:
+            if self._start_by_attaching:
                 await self._attach_existing()
             else:
-                await ctx.create()
-                await asyncio.to_thread(self._remember_settings)
+                await provisioner.create()
                 self._i = max(self._i, len(self.worker_spec))
                 for name in self.worker_spec:  # start worker servers alongside the scheduler
-                    ctx.provision(name, "worker")
+                    provisioner.provision(name, "worker")
             self._advertise_resources()
-            self.security = await asyncio.to_thread(ctx.state.dask_security)
+            self.security = await asyncio.to_thread(provisioner.state.dask_security)
         except BaseException:
             self.status = Status.failed
-            await self._release_cloud()
+            await provisioner.release()
             raise
         await super()._start()
         if self.status == Status.running:
             await self._open_dashboard_tunnel()
 
     async def _attach_existing(self) -> None:
-        servers = await self.context.attach()
+        servers = await self.provisioner.attach()
         numbers = []
-        for name, node in self.context.nodes.items():
+        for name, node in self.provisioner.nodes.items():
             if node.role == "worker":
-                self.worker_spec[name] = {
-                    "cls": HetznerWorker,
-                    "options": {"context": self.context},
-                }
+                self.worker_spec[name] = dict(self.new_spec)
                 if name.startswith("worker") and name[6:].isdigit():
                     numbers.append(int(name[6:]))
         self._i = max(numbers, default=-1) + 1
         logger.info(
             "Attached to cluster %s (%d servers, %d workers).",
-            self.context.prefix,
+            self.prefix,
             len(servers),
             len(self.worker_spec),
         )
 
-    def _remember_settings(self) -> None:
-        settings = {}
-        for key in _REMEMBERED:
-            value = getattr(self.settings, key)
-            value = list(value) if isinstance(value, tuple) else value
-            try:
-                json.dumps(value)
-            except TypeError:
-                continue
-            settings[key] = value
-        ports = self.settings.ports
-        settings.update(
-            scheduler_port=ports.scheduler, dashboard_port=ports.dashboard, nanny_port=ports.nanny
-        )
-        self.context.state.write_metadata(
-            {"prefix": self.context.prefix, "image": self.settings.image, "settings": settings}
-        )
-
     def _advertise_resources(self) -> None:
         """Let ``scale(cores=...)``/``scale(memory=...)`` know what one worker brings."""
-        options = self.context.node_options("worker")
+        options = self.provisioner.node_options("worker")
         for spec in (self.new_spec, *self.worker_spec.values()):
             spec["options"] = {
                 **spec["options"],
@@ -318,16 +265,8 @@ class HetznerCluster(SpecCluster):
                 "memory_limit": options["memory_limit"],
             }
 
-    async def _release_cloud(self) -> None:
-        """Delete what this process owns (after a failed start or on close); free the API."""
-        try:
-            if self.context.owner:
-                await self.context.destroy()
-        finally:
-            await self.context.close()
-
     async def _open_dashboard_tunnel(self) -> None:
-        node = self.context.nodes.get("scheduler")
+        node = self.provisioner.nodes.get("scheduler")
         if node is None or node.private_ip is None:
             return
         try:
@@ -345,9 +284,10 @@ class HetznerCluster(SpecCluster):
         if self._tunnel_conn is not None:
             await self._tunnel_conn.close()
             self._tunnel_conn = None
-        if not self.context.owner:
-            # Attached: leave the cluster running for whoever else uses it.
-            await self.context.close()
+        if self.provisioner.ownership is not Ownership.OWNED:
+            # Not SpecCluster's close: it scales to zero, which would retire the workers
+            # of a cluster that runs for others (or of one this process never made).
+            await self.provisioner.close()
             await Cluster._close(self)
             return
         try:
@@ -357,7 +297,7 @@ class HetznerCluster(SpecCluster):
             logger.warning("Scheduler unreachable while closing (%s); deleting servers.", exc)
             await Cluster._close(self)
         finally:
-            await self._release_cloud()
+            await self.provisioner.release()
 
     # -- public API --------------------------------------------------------------------
 
@@ -370,23 +310,31 @@ class HetznerCluster(SpecCluster):
 
     @property
     def prefix(self) -> str:
-        return self.context.prefix
+        return self.settings.prefix
+
+    @property
+    def ownership(self) -> Ownership:
+        """What closing this handle does: delete the cluster (``OWNED``) or leave it."""
+        return self.provisioner.ownership
 
     @property
     def scheduler_node(self) -> Node | None:
         """The scheduler's :class:`~scherbelberg_dask.cluster.node.Node`."""
-        return self.context.nodes.get("scheduler")
+        return self.provisioner.nodes.get("scheduler")
 
     @property
     def worker_nodes(self) -> list[Node]:
         """The workers' nodes, by name."""
-        nodes = self.context.nodes
+        nodes = self.provisioner.nodes
         return [nodes[name] for name in sorted(nodes) if nodes[name].role == "worker"]
 
     @property
     def failures(self) -> dict[str, Exception]:
-        """Nodes that failed to come up, with the error (naming the node, with its log)."""
-        return dict(self.context.failures)
+        """Nodes that failed to come up, with the last error (naming the node, with its log).
+
+        A node whose server was replaced and then came up stays listed.
+        """
+        return dict(self.provisioner.failures)
 
     def get_client(self) -> Any:
         """A ``distributed.Client`` connected to this cluster (sync or async as the cluster)."""
@@ -401,11 +349,11 @@ class HetznerCluster(SpecCluster):
         logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
         names = [
             n
-            for n, node in self.context.nodes.items()
+            for n, node in self.provisioner.nodes.items()
             if (scheduler if node.role == "scheduler" else workers)
         ]
         tails = await asyncio.gather(
-            *(self.context.node_log(name) for name in names), return_exceptions=True
+            *(self.provisioner.node_log(name) for name in names), return_exceptions=True
         )
         for name, tail in zip(names, tails, strict=True):
             logs[f"{name} (node)"] = Log(str(tail))
@@ -413,7 +361,7 @@ class HetznerCluster(SpecCluster):
 
     def destroy(self) -> Any:
         """Delete the whole cluster, also when attached with :meth:`from_existing`."""
-        self.context.owner = True
+        self.provisioner.ownership = Ownership.OWNED
         return self.close()
 
     def detach(self) -> Any:
@@ -421,7 +369,7 @@ class HetznerCluster(SpecCluster):
 
         For a process that creates a cluster for others to use, e.g. the CLI's ``create``.
         """
-        self.context.owner = False
+        self.provisioner.ownership = Ownership.ATTACHED
         return self.close()
 
     @classmethod
@@ -429,29 +377,36 @@ class HetznerCluster(SpecCluster):
         """Delete every labelled resource of cluster ``prefix`` (see :func:`nuke`)."""
         return _nuke(prefix, **kwargs)
 
+    # -- Dask's reconciliation, where retire-by-name needs our own -----------------------
+
     def _update_worker_status(self, op: str, msg: Any) -> None:
-        """Dask's bookkeeping, plus: a worker whose server died is replaced.
+        """Dask's bookkeeping, plus: a lost worker that is still wanted is replaced.
 
         When the scheduler loses a worker, SpecCluster waits
         ``distributed.deploy.lost-worker-timeout`` for it to come back (a rebooting
         server's service restarts and re-registers under the same name) and then closes
-        it, which deletes its server.  If that worker is still wanted by the spec (it was
-        lost, not scaled away), a new worker takes its place, so the cluster keeps the
-        size it was asked for.
+        it, which deletes its server.  After the same wait, if that worker is still
+        wanted by the spec (it was lost, not scaled away) and has not come back, a new
+        worker takes its place, so the cluster keeps the size it was asked for.
         """
         name = None
         if op == "remove":
             name = self.scheduler_info["workers"].get(msg, {}).get("name")
         super()._update_worker_status(op, msg)
-        if name is None or (self.context.owner is False and not self._attached):
-            return
-        delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
-        asyncio.get_running_loop().call_later(delay, self._replace_if_lost, name)
+        if name is not None:
+            delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+            asyncio.get_running_loop().call_later(delay, self._replace_if_lost, name)
 
     def _replace_if_lost(self, name: str) -> None:
+        """Replace worker ``name`` if the spec wants it and the scheduler has none of it.
+
+        Decided by the scheduler's view, not by whether SpecCluster already closed the
+        worker: both orders of the two timers end the same way (the lost worker closed
+        and deleted once, a new one started).
+        """
         if self.status != Status.running or name not in self.worker_spec:
             return  # scaled away or closing: nothing to replace
-        if name in self.workers:
+        if any(w.get("name") == name for w in self.scheduler_info["workers"].values()):
             return  # it came back (e.g. after a reboot)
         logger.warning("Worker %s was lost; starting a replacement.", name)
         del self.worker_spec[name]
@@ -461,16 +416,19 @@ class HetznerCluster(SpecCluster):
     async def _correct_state_internal(self) -> None:
         """Make the running workers match the spec (SpecCluster's reconciliation).
 
-        Our own version, for three reasons:
+        Our own version, because SpecCluster's cannot give the semantics this cluster
+        promises (docs/design.md, "Cluster"):
 
-        - Workers to remove are retired *by name* under the lock, so their data moves
-          away before their servers go, also when a scale-down arrives while a
-          scale-up is still starting workers.  They exit cleanly (``close_workers``),
-          which the node's service manager does not restart.
-        - A worker that fails to come up does not fail the others: its server is
-          already deleted; it is reported (logged, kept in :attr:`failures`) and, if the
-          cloud was at fault, replaced by a new worker, at most
-          ``scherbelberg.boot-retries`` times in a row.
+        - It asks the scheduler to retire the workers to remove by *address* while
+          passing their names, so nothing is retired and their data is lost with their
+          servers.  Here they are retired by name, under the lock, so their data moves
+          away before their servers go, also when a scale-down arrives while a scale-up
+          is still starting workers; they exit cleanly (``close_workers``), which the
+          node's service manager does not restart.
+        - It raises the first worker that failed to start, which fails the whole
+          correction and leaves the failed worker in the spec.  Here a worker that failed
+          (its server already deleted, its boot retries spent) leaves the spec and is
+          reported (logged, kept in :attr:`failures`); the others carry on.
         """
         async with self._lock:
             self._correct_state_waiting = None
@@ -480,29 +438,23 @@ class HetznerCluster(SpecCluster):
                 # Dask's lost-worker handling may have closed some meanwhile.
                 closing = [self.workers.pop(name) for name in to_close if name in self.workers]
                 await asyncio.gather(*(worker.close() for worker in closing))
-            to_open = [name for name in self.worker_spec if name not in self.workers]
-            starting = {name: self._new_worker(name) for name in to_open}
-            results = await asyncio.gather(
-                *(_started(worker) for worker in starting.values()), return_exceptions=True
-            )
-            retry = False
+            assert self.scheduler is not None
+            address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
+            starting = {}
+            for name in [name for name in self.worker_spec if name not in self.workers]:
+                spec = self.worker_spec[name]
+                worker = spec["cls"](address, **{**spec.get("options", {}), "name": name})
+                self._created.add(worker)  # SpecCluster's close closes what it made
+                starting[name] = worker
+            results = await asyncio.gather(*starting.values(), return_exceptions=True)
             for (name, worker), result in zip(starting.items(), results, strict=True):
                 if isinstance(result, BaseException):
                     worker.status = Status.failed
-                    retry |= self._replace_failed(name, result)
+                    self.worker_spec.pop(name, None)
+                    logger.error("Worker %s failed to start: %s", name, result)
                 else:
                     self.workers[name] = worker
                     worker._cluster = weakref.ref(self)
-        if retry:
-            self._correct_state()
-
-    def _new_worker(self, name: str) -> Any:
-        spec = self.worker_spec[name]
-        assert self.scheduler is not None
-        address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
-        worker = spec["cls"](address, **{**spec.get("options", {}), "name": name})
-        self._created.add(worker)
-        return worker
 
     async def _retire(self, names: list[str]) -> None:
         """Move the data of workers ``names`` to the others and let them exit."""
@@ -518,36 +470,11 @@ class HetznerCluster(SpecCluster):
         if kept:
             logger.info("Workers %s were already retired; deleting their servers.", kept)
 
-    def _replace_failed(self, name: str, error: BaseException) -> bool:
-        """Report a worker that failed to start; queue a replacement if worth it."""
-        self.worker_spec.pop(name, None)
-        attempt = self._boot_attempts.pop(name, 1)
-        transient = getattr(error, "transient", False)
-        if (
-            transient
-            and attempt <= int(config.get("boot-retries"))
-            and self.status == Status.running
-        ):
-            replacement = self.new_worker_spec()
-            new_name = next(iter(replacement))
-            self._boot_attempts[new_name] = attempt + 1
-            self.worker_spec.update(replacement)
-            logger.error(
-                "Worker %s failed to start; replacing it with %s: %s", name, new_name, error
-            )
-            return True
-        logger.error("Worker %s failed to start: %s", name, error)
-        return False
-
-
-async def _started(process: Any) -> Any:
-    """Await a ProcessInterface (its ``__await__`` starts it)."""
-    return await process
-
 
 def _remembered_settings(prefix: str | None, state_dir: str | None) -> tuple[str, dict[str, Any]]:
     """The validated prefix and the settings its creator stored in the local state."""
     base = ClusterSettings.resolve(prefix=prefix, state_dir=state_dir)
     state = StateDir(base.prefix, base=base.state_dir)
-    remembered = state.read_metadata().get("settings", {}) if state.exists() else {}
-    return base.prefix, dict(remembered)
+    remembered = dict(state.read_metadata().get("settings", {})) if state.exists() else {}
+    remembered.pop("prefix", None)
+    return base.prefix, remembered

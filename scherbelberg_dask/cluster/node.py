@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def dask_address(ip: str | None, port: int) -> str:
+    """The Dask address of a node's process: always mutual TLS."""
+    return f"tls://{ip}:{port}"
+
+
 @dataclasses.dataclass
 class Node:
     """One server of a cluster, as seen from the client.

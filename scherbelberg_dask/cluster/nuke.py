@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from scherbelberg_dask import config
 from scherbelberg_dask.cloud.client import CloudClient
 from scherbelberg_dask.cloud.labels import validate_prefix
-from scherbelberg_dask.cluster.resources import delete_cluster
+from scherbelberg_dask.cluster.resources import destroy_cluster
 from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ async def nuke_async(
     ``abc``.  Idempotent.  Returns how many resources of each kind were deleted.
     """
     prefix = validate_prefix(prefix or config.get("prefix"))
+    state = StateDir(prefix, base=state_dir or config.get("state-dir"))
     cloud = CloudClient(token, api_endpoint)
     try:
-        deleted = await delete_cluster(cloud, prefix, timeout=float(config.get("timeouts.delete")))
+        deleted = await destroy_cluster(
+            cloud, prefix, state, timeout=float(config.get("timeouts.delete"))
+        )
     finally:
         await cloud.close()
-    state = StateDir(prefix, base=state_dir or config.get("state-dir"))
-    if state.exists():
-        state.remove()
     logger.info("Cluster %s nuked.", prefix)
     return deleted
 

@@ -1,8 +1,8 @@
-"""Dask ``ProcessInterface``s: one Hetzner server each (DESIGN §1).
+r"""Dask ``ProcessInterface``\ s: one Hetzner server each (docs/design.md, "Processes").
 
-They are thin: the work of making a node lives in
-:mod:`scherbelberg_dask.cluster.provision`, shared state in the cluster's
-:class:`~scherbelberg_dask.cluster.context.ClusterContext`.
+They are thin: the provisioner brings their server up and deletes it.  What they add is
+Dask's view of a node (its addresses) and the boot retries: a node whose server failed
+to come up for a reason of the cloud's gets a new server, under the same name.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any
 
 from distributed.deploy.spec import ProcessInterface
 
-from scherbelberg_dask import config
-from scherbelberg_dask.cluster.context import ClusterContext
-from scherbelberg_dask.cluster.node import Node
+from scherbelberg_dask.cluster.node import Node, dask_address
 from scherbelberg_dask.cluster.provision import NodeStartError
+from scherbelberg_dask.cluster.provisioner import Provisioner
 
 logger = logging.getLogger(__name__)
 
@@ -25,34 +24,52 @@ class HetznerNode(ProcessInterface):
 
     Parameters
     ----------
-    context
-        The cluster's shared context.
+    provisioner
+        The cluster's provisioner.
     name
         The node's name (``scheduler``, ``worker000``, ...); also the Dask worker name.
     """
 
     role = "node"
 
-    def __init__(self, *, context: ClusterContext, name: str, **kwargs: Any) -> None:
+    def __init__(self, *, provisioner: Provisioner, name: str, **kwargs: Any) -> None:
         super().__init__()
-        self.context = context
+        self.provisioner = provisioner
         self.name = name
         self.node: Node | None = None
 
     async def start(self) -> None:
-        """Create and set up the server, unless the cluster already has it (attached)."""
-        self.node = self.context.nodes.get(self.name)
-        if self.node is None:
-            self.node = await self.context.provision(self.name, self.role)
-        self._addresses(self.node)
+        """Bring the node's server up (unless the cluster already has it: attached).
+
+        A server that fails to come up has already been deleted; if the cloud was at
+        fault (create, boot, SSH), a new one is tried, at most
+        ``scherbelberg.boot-retries`` more times.  A failure of the node itself (setup,
+        Dask) would repeat on any server and is raised at once.
+        """
+        retries = self.provisioner.settings.boot_retries
+        for attempt in range(retries + 1):
+            try:
+                self.node = await self.provisioner.provision(self.name, self.role)
+                break
+            except NodeStartError as exc:
+                if attempt == retries or not exc.transient:
+                    raise
+                logger.error("%s failed to come up; trying a new server: %s", self.name, exc)
+        assert self.node is not None
+        self._set_addresses(self.node)
         await super().start()
 
-    def _addresses(self, node: Node) -> None:
+    def _set_addresses(self, node: Node) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
-        """Delete the server (only if this process owns the cluster)."""
-        await self.context.delete_node(self.name)
+        """Delete the server.
+
+        Only scale-down and the close of an owning cluster close nodes (an attached
+        cluster's ``close`` leaves them alone), so an attached cluster that scales down
+        deletes the servers it retired.
+        """
+        await self.provisioner.delete(self.name)
         await super().close()
 
     def __repr__(self) -> str:
@@ -68,29 +85,14 @@ class HetznerScheduler(HetznerNode):
 
     role = "scheduler"
 
-    def __init__(self, *, context: ClusterContext, **kwargs: Any) -> None:
-        super().__init__(context=context, name="scheduler", **kwargs)
+    def __init__(self, *, provisioner: Provisioner, **kwargs: Any) -> None:
+        super().__init__(provisioner=provisioner, name="scheduler", **kwargs)
 
-    async def start(self) -> None:
-        """Bring the scheduler's server up; a server that fails to boot is replaced.
-
-        At most ``scherbelberg.boot-retries`` more servers are tried (the failed one is
-        already deleted, so the name is free again).
-        """
-        retries = int(config.get("boot-retries"))
-        for attempt in range(retries + 1):
-            try:
-                return await super().start()
-            except NodeStartError as exc:
-                if attempt == retries or not exc.transient:
-                    raise
-                logger.error("Scheduler failed to come up; trying a new server: %s", exc)
-
-    def _addresses(self, node: Node) -> None:
-        port = self.context.settings.ports.scheduler
-        self.address = f"tls://{node.public_ip}:{port}"
+    def _set_addresses(self, node: Node) -> None:
+        port = self.provisioner.settings.ports.scheduler
+        self.address = dask_address(node.public_ip, port)
         self.external_address = self.address
-        self.contact_address = f"tls://{node.private_ip}:{port}"
+        self.contact_address = dask_address(node.private_ip, port)
 
 
 class HetznerWorker(HetznerNode):
@@ -100,19 +102,24 @@ class HetznerWorker(HetznerNode):
     ----------
     scheduler
         The scheduler's contact address (given by ``SpecCluster``; the node learns it
-        from the context).
+        from the provisioner).
     """
 
     role = "worker"
 
     def __init__(
-        self, scheduler: str | None = None, *, context: ClusterContext, name: str, **kwargs: Any
+        self,
+        scheduler: str | None = None,
+        *,
+        provisioner: Provisioner,
+        name: str,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(context=context, name=name, **kwargs)
+        super().__init__(provisioner=provisioner, name=name, **kwargs)
         self.scheduler = scheduler
 
-    def _addresses(self, node: Node) -> None:
-        self.address = f"tls://{node.private_ip}:{self.context.settings.ports.scheduler}"
+    def _set_addresses(self, node: Node) -> None:
+        self.address = dask_address(node.private_ip, self.provisioner.settings.ports.scheduler)
 
     @property
     def worker_address(self) -> str | None:

@@ -1,7 +1,10 @@
 """Bringing one node up: create its server, log in with the pinned key, set it up.
 
-A node that fails to come up is deleted again, and the error names the node, what it
-was doing, and the tail of its log (DESIGN §9).  Every wait is bounded.
+The :class:`~scherbelberg_dask.cluster.provisioner.Provisioner` decides what the node is
+(a :class:`NodeJob`); :func:`provision_node` only carries it out and changes nothing of
+the provisioner's.  A node that fails to come up is deleted again, and the error names
+the node, what it was doing, and the tail of its log (docs/design.md, "Failure").  Every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -10,17 +13,17 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
-from scherbelberg_dask.cloud.labels import cluster_labels
+from scherbelberg_dask.bootstrap.node_config import NodeConfig
+from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
+from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
 from scherbelberg_dask.cluster.node import Node
+from scherbelberg_dask.cluster.secrets import HostKeyPins
+from scherbelberg_dask.cluster.settings import Timeouts
 from scherbelberg_dask.errors import UserError
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
-from scherbelberg_dask.ssh import SSHConnection, wait_for_ssh
-
-if TYPE_CHECKING:
-    from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
-    from scherbelberg_dask.cluster.context import ClusterContext
+from scherbelberg_dask.ssh import SSHConnection, SSHTarget, wait_for_ssh
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +46,15 @@ class NodeStartError(UserError, RuntimeError):
     #: Phases in which a new server may succeed where this one failed.
     TRANSIENT = ("create", "boot", "ssh")
 
-    def __init__(self, node: str, message: str, log_tail: str = "", phase: str = "") -> None:
+    def __init__(
+        self,
+        node: str,
+        message: str,
+        log_tail: str = "",
+        phase: str = "",
+        *,
+        discarded: bool = True,
+    ) -> None:
         text = f"node {node}: {message}"
         if log_tail.strip():
             text += "\n--- last lines of its log ---\n" + log_tail.rstrip()
@@ -51,88 +62,106 @@ class NodeStartError(UserError, RuntimeError):
         self.node = node
         self.log_tail = log_tail
         self.phase = phase
+        #: False if the failed server could not be deleted (nuke will).
+        self.discarded = discarded
 
     @property
     def transient(self) -> bool:
-        """True if a new server might come up where this one did not."""
-        return self.phase in self.TRANSIENT
+        """True if a new server (of the same name) might come up where this one did not.
+
+        Only when the failed server is gone: its name must be free again.
+        """
+        return self.phase in self.TRANSIENT and self.discarded
 
 
-async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
-    """Create server ``<prefix>-node-<name>`` and make it a running Dask ``role``."""
-    assert ctx.cloud is not None and ctx.resources is not None and ctx.profile is not None
-    cloud, profile, settings = ctx.cloud, ctx.profile, ctx.settings
-    server_name = f"{ctx.prefix}-node-{name}"
+@dataclasses.dataclass(frozen=True)
+class NodeJob:
+    """One node to bring up, as the provisioner decided it.
+
+    Attributes
+    ----------
+    name, role
+        The node's name (``scheduler``, ``worker000``, ...) and role.
+    spec
+        The server's create request.
+    host_key
+        The server's SSH host key (its private half is in ``spec.user_data``).
+    cloud, profile
+        The API client and the bootstrap profile of the image.
+    pins
+        Where the host key is pinned before the first login.
+    target
+        How to log in to a server as a user: ``target(server, user)``.
+    node_config
+        The node's ``node.json``, given its server and the scheduler's address.
+    tls_files
+        The node's TLS files (by path below the node directory).
+    scheduler_address
+        Waits for the address workers reach the scheduler at.
+    on_booted
+        Called once the server runs (the scheduler publishes its address there).
+    timeouts
+        The bounded waits.
+    """
+
+    name: str
+    role: str
+    spec: ServerSpec
+    host_key: SSHKeyPair
+    cloud: CloudClient
+    profile: BootstrapProfile
+    pins: HostKeyPins
+    target: Callable[[ServerInfo, str], SSHTarget]
+    node_config: Callable[[ServerInfo, str], NodeConfig]
+    tls_files: dict[str, bytes]
+    scheduler_address: Callable[[], Awaitable[str]]
+    on_booted: Callable[[ServerInfo], None]
+    timeouts: Timeouts
+
+
+def server_hosts(server: ServerInfo) -> list[str]:
+    """The addresses a server's host key is pinned for."""
+    return [ip for ip in (server.public_ip, *server.private_ips) if ip]
+
+
+async def provision_node(job: NodeJob) -> Node:
+    """Create the job's server and make it a running Dask node; return the node."""
+    name, role, profile, cloud = job.name, job.role, job.profile, job.cloud
+    server_name = job.spec.name
     tag = f"[{name}]"
     started = time.monotonic()
-    if ctx.authorized_key is None:
-        ctx.authorized_key = (await asyncio.to_thread(ctx.state.load_ssh_key)).public_openssh
-    host_key, user_data = await asyncio.to_thread(
-        _user_data, profile, server_name, ctx.authorized_key
-    )
-    body: dict[str, Any] = {
-        "name": server_name,
-        "server_type": ctx.server_types[role].name,
-        "image": settings.image,
-        "location": settings.location,
-        "start_after_create": True,
-        "ssh_keys": [ctx.resources.ssh_key_id],
-        "networks": [ctx.resources.network_id],
-        "firewalls": [{"firewall": ctx.resources.firewall_id}],
-        "labels": cluster_labels(ctx.prefix, role, name),
-        "user_data": user_data,
-    }
     logger.info("Creating node %s ...", server_name)
     try:
-        server, actions = await cloud.create_server(body)
+        server, actions = await cloud.create_server(job.spec)
     except Exception as exc:
         raise NodeStartError(
             name, f"creating server {server_name} failed: {exc}", phase="create"
         ) from exc
-    await ctx.pin_host(server, host_key.public_openssh)
+    await job.pins.pin(server_hosts(server), job.host_key.public_openssh)
     conn: SSHConnection | None = None
     step, phase = f"waiting for server {server_name} to start", "boot"
     try:
         logger.info("%s Waiting for server to start ...", tag)
-        await cloud.wait_actions(actions, timeout=settings.timeouts.server, what=step)
-        if role == "scheduler":  # booted: workers may now learn where it is
-            ctx.set_scheduler_contact(server)
+        await cloud.wait_actions(actions, timeout=job.timeouts.server, what=step)
+        job.on_booted(server)
         step, phase = "waiting for SSH", "ssh"
-        target = ctx.ssh_target(server, profile.setup_user, name)
         conn = await wait_for_ssh(
-            target,
-            timeout=settings.timeouts.ssh,
+            job.target(server, profile.setup_user),
+            timeout=job.timeouts.ssh,
             on_progress=logger.info,
         )
         step, phase = "waiting for the scheduler's address", "setup"
-        scheduler_address = await asyncio.wait_for(
-            asyncio.shield(ctx.scheduler_contact()), settings.timeouts.server
-        )
+        scheduler_address = await asyncio.wait_for(job.scheduler_address(), job.timeouts.server)
         step, phase = "setting up the node", "setup"
         logger.info("%s Bootstrapping ...", tag)
-        node_conf = {
-            "role": role,
-            "name": name,
-            "public_ip": server.public_ip,
-            "private_ip": server.private_ips[0] if server.private_ips else server.public_ip,
-            "listen": [ip for ip in (server.public_ip, *server.private_ips[:1]) if ip],
-            "scheduler_address": scheduler_address,
-            "ports": {
-                "scheduler": settings.ports.scheduler,
-                "dashboard": settings.ports.dashboard,
-                "nanny": settings.ports.nanny,
-            },
-            "env": settings.env_vars,
-            "options": ctx.node_options(role),
-        }
         await asyncio.wait_for(
             profile.setup(
-                conn, role=role, files=await asyncio.to_thread(ctx.node_files, name), node=node_conf
+                conn, files=job.tls_files, node=job.node_config(server, scheduler_address)
             ),
-            settings.timeouts.bootstrap,
+            job.timeouts.bootstrap,
         )
         step, phase = f"waiting for the dask {role} to come up", "dask"
-        address = await profile.wait_ready(conn, role=role, timeout=settings.timeouts.dask)
+        address = await profile.wait_ready(conn, role=role, timeout=job.timeouts.dask)
         logger.info("%s Dask %s up at %s (%.1f s).", tag, role, address, time.monotonic() - started)
     except BaseException as exc:
         tail = ""
@@ -141,43 +170,43 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
                 tail = await asyncio.wait_for(profile.log_tail(conn, role=role), 30)
             except Exception as log_exc:  # the node may be gone; the tail is best effort
                 logger.debug("%s could not fetch the log tail: %s", tag, log_exc)
-        await _discard(ctx, server.id, server_name)
-        await ctx.unpin_host(server)
+        discarded = await _discard(job, server)
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
             raise
-        raise NodeStartError(name, f"{step} failed: {exc}", tail, phase) from exc
+        raise NodeStartError(
+            name, f"{step} failed: {exc}", tail, phase, discarded=discarded
+        ) from exc
     finally:
         if conn is not None:
             await conn.close()
     # The create answer already had the addresses: no need to ask again.
     running = dataclasses.replace(server, status="running")
     return Node(
-        name=name,
-        role=role,
-        server=running,
-        ssh=ctx.ssh_target(running, profile.operator_user, name),
+        name=name, role=role, server=running, ssh=job.target(running, profile.operator_user)
     )
 
 
-async def _discard(ctx: ClusterContext, server_id: int, server_name: str) -> None:
-    """Delete a failed node's server; never raise (the original error matters more)."""
-    if ctx.cloud is None:
-        logger.error("Could not delete failed node %s (the cluster closed); nuke will", server_name)
-        return
+async def _discard(job: NodeJob, server: ServerInfo) -> bool:
+    """Delete a failed node's server; never raise (the original error matters more).
+
+    Returns True if the server is gone.
+    """
     try:
-        logger.info("Deleting failed node %s ...", server_name)
-        answer = await asyncio.shield(ctx.cloud.delete("servers", server_id))
-        if answer and answer.get("action"):
-            await ctx.cloud.wait_actions(
-                [answer["action"]["id"]],
-                timeout=ctx.settings.timeouts.delete,
-                what=f"deleting {server_name}",
+        logger.info("Deleting failed node %s ...", server.name)
+        await asyncio.shield(
+            job.cloud.delete_server(
+                server.id, timeout=job.timeouts.delete, what=f"deleting {server.name}"
             )
+        )
     except Exception as exc:
-        logger.error("Could not delete failed node %s (nuke will): %s", server_name, exc)
+        logger.error("Could not delete failed node %s (nuke will): %s", server.name, exc)
+        return False
+    finally:
+        await job.pins.unpin(server_hosts(server))
+    return True
 
 
-def _user_data(
+def make_user_data(
     profile: BootstrapProfile, server_name: str, authorized_key: str
 ) -> tuple[SSHKeyPair, str]:
     """A fresh host key and the cloud-init document pinning it (blocking: key generation)."""

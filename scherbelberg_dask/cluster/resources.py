@@ -1,9 +1,10 @@
-"""A cluster's shared cloud resources: SSH key, private network, firewall (DESIGN §4, §6).
+"""A cluster's shared cloud resources: SSH key, private network, firewall.
 
 Each carries the cluster's labels and a seed-compatible name (``<prefix>-key``,
-``<prefix>-network``, ``<prefix>-firewall``).  :func:`delete_cluster` removes every
-labelled resource of a prefix, whatever state it is in; it is what ``destroy`` and
-``nuke`` run, and it is idempotent.
+``<prefix>-network``, ``<prefix>-firewall``); they are found by labels, never by name
+(docs/design.md, "Cloud").  :func:`destroy_cluster` removes every labelled resource of a
+prefix, whatever state it is in, and the local state; it is what ``destroy`` and ``nuke``
+run, and it is idempotent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from scherbelberg_dask.cloud.client import CloudClient
 from scherbelberg_dask.cloud.errors import CloudError
 from scherbelberg_dask.cloud.labels import cluster_labels, cluster_selector
+from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +126,13 @@ async def delete_cluster(cloud: CloudClient, prefix: str, *, timeout: float) -> 
         resources = await find_resources(cloud, prefix)
         if not any(resources.values()):
             break
-        answers = await asyncio.gather(
-            *(cloud.delete("servers", s["id"]) for s in resources["servers"])
+        gone = await asyncio.gather(
+            *(
+                cloud.delete_server(s["id"], timeout=timeout, what=f"servers of cluster {prefix!r}")
+                for s in resources["servers"]
+            )
         )
-        actions = [a["action"]["id"] for a in answers if a and a.get("action")]
-        deleted["servers"] += sum(1 for a in answers if a is not None)
-        await cloud.wait_actions(actions, timeout=timeout, what=f"servers of cluster {prefix!r}")
+        deleted["servers"] += sum(gone)
         for kind in KINDS[1:]:
             results = await asyncio.gather(
                 *(cloud.delete(kind, r["id"]) for r in resources[kind]), return_exceptions=True
@@ -150,4 +153,17 @@ async def delete_cluster(cloud: CloudClient, prefix: str, *, timeout: float) -> 
     for kind, count in deleted.items():
         if count:
             logger.info("Deleted %d %s of cluster %s", count, kind.replace("_", " "), prefix)
+    return deleted
+
+
+async def destroy_cluster(
+    cloud: CloudClient, prefix: str, state: StateDir, *, timeout: float
+) -> dict[str, int]:
+    """Delete every labelled resource of cluster ``prefix``, then its local state.
+
+    Returns how many resources of each kind were deleted.
+    """
+    deleted = await delete_cluster(cloud, prefix, timeout=timeout)
+    if state.exists():
+        await asyncio.to_thread(state.remove)
     return deleted

@@ -1,4 +1,11 @@
-"""A cluster's settings: arguments over Dask config defaults, validated before any I/O."""
+"""A cluster's settings: arguments over Dask config defaults, validated before any I/O.
+
+:class:`ClusterSettings` is the single source of truth of what shapes a cluster: the
+cluster, its provisioner and its process interfaces read it, nothing reads those keys
+from the config again, and the creator stores it whole (:meth:`~ClusterSettings.remembered`)
+so that ``from_existing`` in another process rebuilds the same cluster
+(docs/design.md, "Settings").
+"""
 
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ class Ports:
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
-    """Bounded waits, in seconds (DESIGN §9)."""
+    """Bounded waits, in seconds (docs/design.md, "Failure")."""
 
     server: float
     ssh: float
@@ -57,6 +64,35 @@ class ClusterSettings:
     scheduler_options: dict[str, Any]
     timeouts: Timeouts
     state_dir: str | None
+    #: How often in a row a new server is tried for a node whose server failed to come up.
+    boot_retries: int = 2
+
+    #: Settings of one process's handle, not of the cluster: not remembered.
+    LOCAL = ("workers", "state_dir", "timeouts")
+
+    def remembered(self) -> dict[str, Any]:
+        """The settings as plain data, for the local state; ``resolve(**them)`` reads them.
+
+        Everything but :attr:`LOCAL` (how many workers this handle started with, where it
+        keeps its state, how long it waits), so that a process attaching with
+        ``from_existing`` builds the same workers as the creator.
+        """
+        data: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            if field.name in self.LOCAL:
+                continue
+            value = getattr(self, field.name)
+            if field.name == "ports":
+                data.update({f"{name}_port": port for name, port in vars(value).items()})
+                continue
+            data[field.name] = list(value) if isinstance(value, tuple) else value
+        return json.loads(json.dumps(data))
+
+    @classmethod
+    def argument_names(cls) -> frozenset[str]:
+        """The keywords :meth:`resolve` takes: ``HetznerCluster``'s settings keywords."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"ports"}
+        return frozenset(names | {"scheduler_port", "dashboard_port", "nanny_port"})
 
     @classmethod
     def resolve(cls, **arguments: Any) -> ClusterSettings:
@@ -79,7 +115,7 @@ class ClusterSettings:
                 f"workers must be a whole number ≥ 0 (0 means: adapt up from nothing), "
                 f"not {workers!r}"
             )
-        ports_in = {**config.get("ports"), **(arguments.pop("ports", None) or {})}
+        ports_in = {**config.get("ports"), **_mapping("ports", arguments.pop("ports", None))}
         for name in ("scheduler", "dashboard", "nanny"):
             override = arguments.pop(f"{name}_port", None)
             if override is not None:
@@ -119,6 +155,7 @@ class ClusterSettings:
             scheduler_options=_options("scheduler_options", pick("scheduler_options")),
             timeouts=timeouts,
             state_dir=pick("state_dir"),
+            boot_retries=_count("boot_retries", pick("boot_retries")),
         )
         if arguments:
             known = ", ".join(f.name for f in dataclasses.fields(cls))
@@ -131,6 +168,12 @@ class ClusterSettings:
 def _port(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise SettingsError(f"{name} must be a TCP port number from 1 to 65535, not {value!r}")
+    return value
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingsError(f"{name} must be a whole number ≥ 0, not {value!r}")
     return value
 
 

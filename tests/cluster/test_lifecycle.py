@@ -47,7 +47,7 @@ async def test_async_lifecycle(cloud) -> None:  # type: ignore[no-untyped-def]
             info = await client.scheduler.identity()
             assert [w["name"] for w in info["workers"].values()] == ["worker000"]
             assert await client.compute(x.sum()) == sum(range(10_000))
-        state_dir = cluster.context.state.path
+        state_dir = cluster.provisioner.state.path
         assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
     assert_nothing_left(cloud)
     assert not state_dir.exists()

@@ -1,4 +1,4 @@
-"""Security by default (DESIGN §6): firewall, private network, local state, no token leaks."""
+"""Security by default (docs/design.md, "Security"): firewall, network, state, no token leaks."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_firewall_network_and_state_are_locked_down(
         assert all(addr.startswith(f"tls://{worker.private_ip}:") for addr in info["workers"])
 
         # Local state: the directory 0700, every file 0600.
-        state_dir = cluster.context.state.path
+        state_dir = cluster.provisioner.state.path
         assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
         files = [p for p in state_dir.rglob("*") if p.is_file()]
         assert files

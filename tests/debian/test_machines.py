@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from scherbelberg_dask.bootstrap.cloudinit import render_cloud_config
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.emulator.pytest_plugin import free_port

@@ -1,4 +1,4 @@
-"""The fault tier: whole lifecycles against an emulator that misbehaves (DESIGN §9).
+"""The fault tier: whole lifecycles against an emulator that misbehaves (docs/design.md, "Failure").
 
 Each lifecycle creates a cluster, computes, scales up and down and closes, while the
 emulator answers about 5 % of API requests with 5xx, 429 or conflict, fails about 10 % of

@@ -1,0 +1,413 @@
+"""The provisioner: the one owner of a cluster's cloud client, bootstrap profile and secrets.
+
+It creates a cluster's shared resources (or finds those of a running cluster), brings
+nodes up and deletes them, and destroys the whole cluster.  The cluster and its process
+interfaces ask it; nothing else talks to the cloud for a cluster (docs/design.md,
+"Provisioner").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import Any
+
+from scherbelberg_dask.bootstrap.environment import NodeEnvironment
+from scherbelberg_dask.bootstrap.node_config import NodeConfig, NodePorts
+from scherbelberg_dask.bootstrap.profiles import BootstrapProfile, profile_for_image
+from scherbelberg_dask.cloud.catalog import ServerType
+from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
+from scherbelberg_dask.cloud.errors import CatalogError
+from scherbelberg_dask.cloud.labels import NODE, ROLE, cluster_labels
+from scherbelberg_dask.cluster.node import Node, dask_address
+from scherbelberg_dask.cluster.provision import (
+    NodeJob,
+    NodeStartError,
+    make_user_data,
+    provision_node,
+    server_hosts,
+)
+from scherbelberg_dask.cluster.resources import (
+    ClusterResources,
+    create_resources,
+    destroy_cluster,
+    find_resources,
+    firewall_rules,
+)
+from scherbelberg_dask.cluster.secrets import ClusterSecrets, HostKeyPins
+from scherbelberg_dask.cluster.settings import ClusterSettings
+from scherbelberg_dask.errors import ClusterExistsError, ClusterNotFoundError, NodeNotFoundError
+from scherbelberg_dask.ssh import SSHTarget, connect
+from scherbelberg_dask.state.statedir import StateDir
+
+logger = logging.getLogger(__name__)
+
+
+class Ownership(enum.Enum):
+    """What this process may do to a cluster's servers: the one value that decides it.
+
+    ``UNCLAIMED``
+        Nothing made or found yet (a clash, a failed validation): closing touches nothing.
+    ``OWNED``
+        This process created the cluster (or was told to ``destroy`` it): closing deletes
+        every labelled resource of it.
+    ``ATTACHED``
+        The cluster runs for others (``from_existing``, ``detach``): closing leaves it
+        running.  Workers this handle scales away are still deleted.
+    """
+
+    UNCLAIMED = "unclaimed"
+    OWNED = "owned"
+    ATTACHED = "attached"
+
+
+class SchedulerContact:
+    """The address workers reach the scheduler at: known once its server runs."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._future: asyncio.Future[str] | None = None
+
+    def _get(self) -> asyncio.Future[str]:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+    def publish(self, server: ServerInfo) -> None:
+        """Tell waiting workers the scheduler's private address."""
+        future = self._get()
+        if not future.done() and server.private_ips:
+            future.set_result(dask_address(server.private_ips[0], self._port))
+
+    async def wait(self) -> str:
+        """The address, once published."""
+        return await asyncio.shield(self._get())
+
+
+class Provisioner:
+    """Creates, finds and deletes one cluster's cloud resources and nodes.
+
+    Parameters
+    ----------
+    settings
+        The cluster's validated settings.
+    token, endpoint
+        API credentials (``None``: from the environment / Dask config).  The token goes
+        to the API client only; it is never stored.
+
+    Attributes
+    ----------
+    ownership
+        What closing does to the cluster (:class:`Ownership`).
+    nodes
+        The nodes that are up, by name.
+    failures
+        The last error of each node that failed to come up, by name.
+    """
+
+    def __init__(
+        self, settings: ClusterSettings, *, token: str | None, endpoint: str | None
+    ) -> None:
+        self.settings = settings
+        self.prefix = settings.prefix
+        self.state = StateDir(settings.prefix, base=settings.state_dir)
+        self.ownership = Ownership.UNCLAIMED
+        self.nodes: dict[str, Node] = {}
+        self.failures: dict[str, NodeStartError] = {}
+        self._token = token
+        self._endpoint = endpoint
+        self._cloud: CloudClient | None = None
+        self._environment = NodeEnvironment.local(settings.packages)
+        self._profile: BootstrapProfile | None = None
+        self._resources: ClusterResources | None = None
+        self._server_types: dict[str, ServerType] = {}
+        self._secrets: ClusterSecrets | None = None
+        self._pins = HostKeyPins(self.state, settings.ssh_port)
+        self._contact = SchedulerContact(settings.ports.scheduler)
+        self._tasks: dict[str, asyncio.Task[Node]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Provisioner {self.prefix} {self.ownership.value}, {len(self.nodes)} nodes>"
+
+    @property
+    def cloud(self) -> CloudClient:
+        """The API client (made on first use)."""
+        if self._cloud is None:
+            self._cloud = CloudClient(self._token, self._endpoint)
+        return self._cloud
+
+    @property
+    def profile(self) -> BootstrapProfile:
+        """The bootstrap profile of the cluster's image (known once created or attached)."""
+        if self._profile is None:
+            raise RuntimeError(f"cluster {self.prefix!r} is neither created nor attached yet")
+        return self._profile
+
+    # -- creating and attaching --------------------------------------------------------
+
+    async def validate(self) -> None:
+        """Check types, image and location against the live catalog (before creating)."""
+        catalog = await self.cloud.catalog()
+        s = self.settings
+        catalog.location(s.location)
+        for role, name in (("scheduler", s.scheduler_type), ("worker", s.worker_type)):
+            try:
+                self._server_types[role] = catalog.server_type(name, s.location)
+            except CatalogError as exc:
+                raise CatalogError(f"{role}_type: {exc}") from None
+            catalog.image(s.image, self._server_types[role].architecture)
+        self._profile = profile_for_image(s.image, self._environment)
+
+    async def create(self) -> None:
+        """Make the cluster's secrets and shared cloud resources; this process owns it."""
+        await self.validate()
+        existing = await find_resources(self.cloud, self.prefix)
+        if any(existing.values()):
+            raise ClusterExistsError(
+                f"cluster {self.prefix!r} already exists: attach to it with "
+                f"HetznerCluster.from_existing({self.prefix!r}), or remove it with "
+                f"destroy/nuke, or choose another prefix"
+            )
+        self.ownership = Ownership.OWNED
+        self._secrets = await ClusterSecrets.create(self.state, self.prefix)
+        await asyncio.to_thread(
+            self.state.write_metadata,
+            {
+                "prefix": self.prefix,
+                "image": self.settings.image,
+                "settings": self.settings.remembered(),
+            },
+        )
+        s = self.settings
+        catalog = await self.cloud.catalog()
+        logger.info("Creating SSH key, network and firewall of cluster %s ...", self.prefix)
+        self._resources = await create_resources(
+            self.cloud,
+            prefix=self.prefix,
+            public_key=self._secrets.authorized_key,
+            ip_range=s.network_ip_range,
+            network_zone=catalog.location(s.location).network_zone,
+            rules=firewall_rules(s.allowed_cidrs, s.ssh_port, s.ports.scheduler),
+            timeout=s.timeouts.server,
+        )
+
+    async def attach(self) -> list[ServerInfo]:
+        """Find the running cluster's resources and nodes; return its servers.
+
+        Raises
+        ------
+        ClusterNotFoundError
+            No cluster of this prefix (or no local state for it on this machine).
+        """
+        if not self.state.exists():
+            raise ClusterNotFoundError(
+                f"no local state for cluster {self.prefix!r} in {self.state.path}: "
+                "it was not created from this account on this machine"
+            )
+        self.state.check()
+        found = await find_resources(self.cloud, self.prefix)
+        servers = [ServerInfo.from_api(s) for s in found["servers"]]
+        if not any(s.labels.get(ROLE) == "scheduler" for s in servers):
+            raise ClusterNotFoundError(
+                f"cluster {self.prefix!r} has no scheduler server; "
+                f"if remains are left, remove them with nuke({self.prefix!r})"
+            )
+        self.ownership = Ownership.ATTACHED
+        self._resources = ClusterResources(
+            ssh_key_id=found["ssh_keys"][0]["id"] if found["ssh_keys"] else 0,
+            network_id=found["networks"][0]["id"] if found["networks"] else 0,
+            firewall_id=found["firewalls"][0]["id"] if found["firewalls"] else 0,
+        )
+        metadata = await asyncio.to_thread(self.state.read_metadata)
+        image = str(metadata.get("image", self.settings.image))
+        self._profile = profile_for_image(image, self._environment)
+        catalog = await self.cloud.catalog()
+        for role, name in (
+            ("scheduler", self.settings.scheduler_type),
+            ("worker", self.settings.worker_type),
+        ):
+            self._server_types[role] = catalog.server_type(name, self.settings.location)
+        for server in servers:
+            name = server.labels.get(NODE, server.name)
+            self.nodes[name] = Node(
+                name=name,
+                role=server.labels.get(ROLE, "worker"),
+                server=server,
+                ssh=self.ssh_target(server, self.profile.operator_user, name),
+            )
+        self._contact.publish(self.nodes["scheduler"].server)
+        return servers
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def ssh_target(self, server: ServerInfo, user: str, name: str) -> SSHTarget:
+        """How to log in to ``server`` as ``user``, with the pinned host key."""
+        return SSHTarget(
+            host=server.public_ip or "",
+            port=self.settings.ssh_port,
+            username=user,
+            client_key_path=self.state.ssh_key_path,
+            known_hosts_path=self.state.known_hosts_path,
+            name=name,
+        )
+
+    def node_options(self, role: str) -> dict[str, Any]:
+        """Dask options for the node runner from the server type and the settings."""
+        if role == "scheduler":
+            return dict(self.settings.scheduler_options)
+        server_type = self._server_types[role]
+        return {
+            "nthreads": server_type.cores,
+            "memory_limit": int(server_type.memory_gb * 2**30 * 0.9),
+            **self.settings.worker_options,
+        }
+
+    def provision(self, name: str, role: str) -> asyncio.Task[Node]:
+        """Start (once) bringing node ``name`` up; the task returns its :class:`Node`.
+
+        A node that is already up (an attached cluster's) is returned as it is.
+        """
+        task = self._tasks.get(name)
+        if task is None:
+            task = asyncio.create_task(self._provision(name, role), name=f"provision-{name}")
+            # The error is kept in `failures` (and raised to whoever awaits the task); a
+            # task nobody awaited (its cluster failed first) must not be reported again.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._tasks[name] = task
+        return task
+
+    async def _provision(self, name: str, role: str) -> Node:
+        try:
+            existing = self.nodes.get(name)
+            if existing is not None:
+                return existing
+            node = await provision_node(await self._job(name, role))
+        except NodeStartError as exc:
+            self.failures[name] = exc
+            raise
+        finally:
+            self._tasks.pop(name, None)
+        self.nodes[name] = node
+        return node
+
+    async def _job(self, name: str, role: str) -> NodeJob:
+        """What node ``name`` is: its create request, keys, files and contract."""
+        if self._resources is None or self._profile is None:
+            raise RuntimeError(f"cluster {self.prefix!r} is neither created nor attached yet")
+        if self._secrets is None:
+            self._secrets = await ClusterSecrets.load(self.state)
+        profile, resources, settings = self._profile, self._resources, self.settings
+        server_name = f"{self.prefix}-node-{name}"
+        host_key, user_data = await asyncio.to_thread(
+            make_user_data, profile, server_name, self._secrets.authorized_key
+        )
+        spec = ServerSpec(
+            name=server_name,
+            server_type=self._server_types[role].name,
+            image=settings.image,
+            location=settings.location,
+            labels=cluster_labels(self.prefix, role, name),
+            user_data=user_data,
+            ssh_key_ids=(resources.ssh_key_id,),
+            network_ids=(resources.network_id,),
+            firewall_ids=(resources.firewall_id,),
+        )
+
+        def node_config(server: ServerInfo, scheduler_address: str) -> NodeConfig:
+            private_ip = server.private_ips[0] if server.private_ips else server.public_ip
+            ports = settings.ports
+            return NodeConfig(
+                role=role,
+                name=name,
+                public_ip=server.public_ip,
+                private_ip=private_ip,
+                listen=tuple(ip for ip in (server.public_ip, *server.private_ips[:1]) if ip),
+                scheduler_address=scheduler_address,
+                ports=NodePorts(ports.scheduler, ports.dashboard, ports.nanny),
+                env=dict(settings.env_vars),
+                options=self.node_options(role),
+            )
+
+        def on_booted(server: ServerInfo) -> None:
+            if role == "scheduler":  # booted: workers may now learn where it is
+                self._contact.publish(server)
+
+        return NodeJob(
+            name=name,
+            role=role,
+            spec=spec,
+            host_key=host_key,
+            cloud=self.cloud,
+            profile=profile,
+            pins=self._pins,
+            target=lambda server, user: self.ssh_target(server, user, name),
+            node_config=node_config,
+            tls_files=await self._secrets.node_tls(server_name),
+            scheduler_address=self._contact.wait,
+            on_booted=on_booted,
+            timeouts=settings.timeouts,
+        )
+
+    async def delete(self, name: str) -> None:
+        """Stop bringing node ``name`` up, or delete its server; forget it."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        node = self.nodes.pop(name, None)
+        if node is None or self._cloud is None:
+            return
+        logger.info("Deleting %s ...", node.server_name)
+        await self._cloud.delete_server(
+            node.server.id,
+            timeout=self.settings.timeouts.delete,
+            what=f"deleting {node.server_name}",
+        )
+        await self._pins.unpin(server_hosts(node.server))
+
+    async def node_log(self, name: str, lines: int = 200) -> str:
+        """The tail of node ``name``'s setup and Dask service logs, read over SSH."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise NodeNotFoundError(
+                f"cluster {self.prefix!r} has no node {name!r}; "
+                f"nodes: {', '.join(sorted(self.nodes))}"
+            )
+        async with await connect(node.ssh, timeout=30) as conn:
+            return await self.profile.log_tail(conn, role=node.role, lines=lines)
+
+    # -- ending ------------------------------------------------------------------------
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def destroy(self) -> dict[str, int]:
+        """Delete every labelled resource of this cluster and its local state."""
+        await self._cancel_tasks()
+        deleted = await destroy_cluster(
+            self.cloud, self.prefix, self.state, timeout=self.settings.timeouts.delete
+        )
+        self.nodes.clear()
+        return deleted
+
+    async def release(self) -> None:
+        """End this process's hold: destroy the cluster if it owns it; close the client."""
+        try:
+            if self.ownership is Ownership.OWNED:
+                await self.destroy()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Release the API client (no cloud changes).
+
+        Node starts still under way are not stopped: a worker that already serves an
+        attached cluster must not lose its server because one handle went away.
+        """
+        if self._cloud is not None:
+            await self._cloud.close()
+            self._cloud = None
