@@ -7,19 +7,29 @@ Hetzner's own ``HCLOUD_TOKEN`` and ``HCLOUD_ENDPOINT``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 import dask.config
 import yaml
 
-_DEFAULTS_FILE = Path(__file__).with_name("scherbelberg.yaml")
 
-with _DEFAULTS_FILE.open() as _f:
-    _defaults = yaml.safe_load(_f)
+@functools.lru_cache(maxsize=1)
+def _defaults_document() -> dict[str, Any]:
+    return dict(
+        yaml.safe_load(files("scherbelberg_dask").joinpath("scherbelberg.yaml").read_text())
+    )
 
-dask.config.update_defaults(_defaults)
+
+def builtin_defaults() -> dict[str, Any]:
+    """The package's own defaults (``scherbelberg.yaml``), whatever the user configured."""
+    return copy.deepcopy(_defaults_document()["scherbelberg"])
+
+
+dask.config.update_defaults(_defaults_document())
 
 
 def get(key: str, default: Any = None) -> Any:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from scherbelberg_dask import config
 from scherbelberg_dask.cli.logs import LEVELS
@@ -30,18 +26,12 @@ PROG = "scherbelberg-dask"
 AddParser = Callable[..., argparse.ArgumentParser]
 
 
-@functools.lru_cache(maxsize=1)
-def _builtin_defaults() -> dict[str, Any]:
-    text = files("scherbelberg_dask").joinpath("scherbelberg.yaml").read_text()
-    return dict(yaml.safe_load(text)["scherbelberg"])
-
-
 def builtin_default(key: str) -> Any:
     """The package's own default of config key ``key`` (not the user's config).
 
     Help texts show it, so that ``--help`` and the CLI reference are the same everywhere.
     """
-    value: Any = _builtin_defaults()
+    value: Any = config.builtin_defaults()
     for part in key.split("."):
         value = value[part]
     return value
