@@ -5,8 +5,8 @@ Deprecated images are left out of lists unless ``include_deprecated=true``.
 
 from __future__ import annotations
 
-import logging
 import asyncio
+import logging
 import shutil
 
 from aiohttp import web

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from ..machine.interface import MachineInterface, MachineSpec
 from .host import host_problem
-from .images import DEBIAN_IMAGES, ImageNotPrepared, cache_root, find_image, prepare, prepare_command
+from .images import (
+    DEBIAN_IMAGES,
+    ImageNotPrepared,
+    cache_root,
+    find_image,
+    prepare,
+    prepare_command,
+)
 
 logger = logging.getLogger(__name__)
 
