@@ -14,10 +14,11 @@ from typing import Any
 
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile, profile_for_image
-from scherbelberg_dask.cloud.catalog import ServerType
+from scherbelberg_dask.cloud.catalog import Catalog, ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo
 from scherbelberg_dask.cloud.errors import CatalogError
 from scherbelberg_dask.cloud.labels import NODE, ROLE
+from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.provision import NodeStartError, provision_node
 from scherbelberg_dask.cluster.resources import (
@@ -67,7 +68,10 @@ class ClusterContext:
         self.cloud: CloudClient | None = None
         self.resources: ClusterResources | None = None
         self.profile: BootstrapProfile | None = None
+        #: Role → the server type its new servers get (a retired type's successor).
         self.server_types: dict[str, ServerType] = {}
+        #: Role → why its new servers cannot be made (attached cluster, retired type).
+        self.type_errors: dict[str, CatalogError] = {}
         self.nodes: dict[str, Node] = {}
         self.failures: dict[str, NodeStartError] = {}
         #: True if this process created the cluster (close deletes it); False if attached.
@@ -76,6 +80,8 @@ class ClusterContext:
         self._scheduler_contact: asyncio.Future[str] | None = None
         #: known_hosts is read-modify-write: one update at a time.
         self._known_hosts_lock = asyncio.Lock()
+        #: An attached cluster's resolved types, adopted (and warned about) on first use.
+        self._attach_resolved: dict[str, Resolution] = {}
         #: The cluster's public SSH key (what nodes authorize) and CA, kept in memory.
         self.authorized_key: str | None = None
         self._ca: ClusterCA | None = None
@@ -88,18 +94,61 @@ class ClusterContext:
         return self.cloud
 
     async def validate(self) -> None:
-        """Check types, image and location against the live catalog (before creating)."""
+        """Check types, image and location against the live catalog (before creating).
+
+        Retired types resolve to their successors (or fail, per ``retired_types``); each
+        replaced type is logged once, however many roles asked for it.
+        """
         cloud = await self._open_cloud()
         catalog = await cloud.catalog()
         s = self.settings
         catalog.location(s.location)
-        for role, name in (("scheduler", s.scheduler_type), ("worker", s.worker_type)):
-            try:
-                self.server_types[role] = catalog.server_type(name, s.location)
-            except CatalogError as exc:
-                raise CatalogError(f"{role}_type: {exc}") from None
-            catalog.image(s.image, self.server_types[role].architecture)
+        resolved = {role: self._resolve(catalog, role) for role in ("scheduler", "worker")}
+        for resolution in resolved.values():
+            catalog.image(s.image, resolution.server_type.architecture)
         self.profile = profile_for_image(s.image, self.environment)
+        self._adopt(resolved)
+
+    def _requested_type(self, role: str) -> str:
+        return self.settings.scheduler_type if role == "scheduler" else self.settings.worker_type
+
+    def _resolve(self, catalog: Catalog, role: str) -> Resolution:
+        """What ``role``'s type resolves to; CatalogError names the role's setting."""
+        s = self.settings
+        try:
+            return resolve_server_type(
+                catalog, self._requested_type(role), s.location, s.retired_types
+            )
+        except CatalogError as exc:
+            raise CatalogError(f"{role}_type: {exc}") from None
+
+    def _adopt(
+        self, resolved: dict[str, Resolution], warn: tuple[str, ...] = ("scheduler", "worker")
+    ) -> None:
+        """Use the resolved types; warn once per replaced type of the roles in ``warn``."""
+        by_name: dict[str, list[str]] = {}
+        for role, resolution in resolved.items():
+            self.server_types[role] = resolution.server_type
+            self.type_errors.pop(role, None)
+            if resolution.replaced and role in warn:
+                by_name.setdefault(resolution.requested, []).append(f"{role}_type")
+        for name, settings in by_name.items():
+            role = next(r for r, res in resolved.items() if res.requested == name)
+            logger.warning(resolved[role].warning(" and ".join(settings)))
+
+    def server_type(self, role: str) -> ServerType:
+        """The server type new servers of ``role`` get.
+
+        Raises
+        ------
+        CatalogError
+            Attached to a cluster whose type was retired since, and it cannot be replaced
+            (no orderable successor, or ``retired_types="error"``).
+        """
+        self.adopt_attached_types()
+        if role in self.type_errors:
+            raise self.type_errors[role]
+        return self.server_types[role]
 
     async def create(self) -> None:
         """Make the cluster's local secrets and shared cloud resources."""
@@ -177,12 +226,17 @@ class ClusterContext:
         metadata = self.state.read_metadata()
         image = str(metadata.get("image", self.settings.image))
         self.profile = profile_for_image(image, self.environment)
+        # Its types may have been retired since it was made: existing servers keep running
+        # (and can be looked at, scaled down, destroyed); new ones get the successor, or,
+        # if there is none to use, fail with the reason before anything is made.
         catalog = await cloud.catalog()
-        for role, name in (
-            ("scheduler", self.settings.scheduler_type),
-            ("worker", self.settings.worker_type),
-        ):
-            self.server_types[role] = catalog.server_type(name, self.settings.location)
+        resolved = {}
+        for role in ("scheduler", "worker"):
+            try:
+                resolved[role] = self._resolve(catalog, role)
+            except CatalogError as exc:
+                self.type_errors[role] = exc
+        self._attach_resolved = resolved
         for server in servers:
             node_name = server.labels.get(NODE, server.name)
             self.nodes[node_name] = self._node(node_name, server)
@@ -257,9 +311,20 @@ class ClusterContext:
         self.nodes[name] = node
         return node
 
+    def adopt_attached_types(self) -> None:
+        """Use (and warn once about) an attached cluster's resolved worker type.
+
+        Done on first use (:meth:`server_type`), so that the CLI's ``ls`` or ``destroy``,
+        which make no servers, do not warn about successors they never use.
+        """
+        if self._attach_resolved:
+            resolved, self._attach_resolved = self._attach_resolved, {}
+            # An attached cluster only ever makes new workers: its scheduler exists.
+            self._adopt(resolved, warn=("worker",))
+
     def node_options(self, role: str) -> dict[str, Any]:
         """Dask options for the node runner from the server type and the settings."""
-        server_type = self.server_types[role]
+        server_type = self.server_type(role)
         if role == "scheduler":
             return dict(self.settings.scheduler_options)
         return {

@@ -71,7 +71,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
     )
     body: dict[str, Any] = {
         "name": server_name,
-        "server_type": ctx.server_types[role].name,
+        "server_type": ctx.server_type(role).name,
         "image": settings.image,
         "location": settings.location,
         "start_after_create": True,
