@@ -134,9 +134,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 os.environ.update(emulator.env())
                 with (
                     tempfile.TemporaryDirectory() as state,
-                    dask.config.set(
-                        {**emulator.dask_config(), "scherbelberg.state-dir": state}
-                    ),
+                    dask.config.set({**emulator.dask_config(), "scherbelberg.state-dir": state}),
                 ):
                     result = await one_cluster(workers, recorder)
             print(f"1+{workers}: ready after {result['ready']:.1f} s", file=sys.stderr)

@@ -8,7 +8,8 @@ Verbs live in their own modules: :mod:`~scherbelberg_dask.cli.create`,
 :mod:`~scherbelberg_dask.cli.inspect` (``ls``, ``logs``, ``catalog``),
 :mod:`~scherbelberg_dask.cli.remote` (``ssh``, ``scp``, ``dashboard``),
 :mod:`~scherbelberg_dask.cli.lifecycle` (``destroy``, ``nuke``, ``scale``),
-:mod:`~scherbelberg_dask.cli.demo` and the emulator's own CLI.
+:mod:`~scherbelberg_dask.cli.demo` and the emulator's own CLI;
+:mod:`~scherbelberg_dask.cli.dask_command` makes all of it ``dask hetzner VERB``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (UserError, TimeoutError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every verb."""
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser of every verb, for the command named ``prog``."""
     from scherbelberg_dask.emulator import cli as emulator_cli
 
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description=(
             "Dask clusters on Hetzner Cloud, and a local Hetzner Cloud emulator. The API "
             "token comes from HCLOUD_TOKEN, the endpoint from HCLOUD_ENDPOINT."
@@ -114,9 +115,9 @@ def _log_prefix(args: argparse.Namespace) -> str:
     return str(args.prefix or config.get("prefix"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status."""
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run the CLI (as the command ``prog``); return the exit status."""
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.log_level, prefix=_log_prefix(args))
     try:
         return int(args.run(args) or 0)

@@ -44,6 +44,24 @@ def default_help(text: str, key: str) -> str:
     return f"{text} (default: {shown}, or config scherbelberg.{key})"
 
 
+def add_retired_types(parser: argparse.ArgumentParser, *, attached: bool = False) -> None:
+    """``--retired-types successor|error`` (``create``; ``scale`` with ``attached``)."""
+    text = (
+        "a retired server type (e.g. ccx52): use its successor (ccx53) with a warning, "
+        "or fail before anything is made"
+    )
+    parser.add_argument(
+        "--retired-types",
+        choices=("successor", "error"),
+        default=None,
+        help=(
+            f"{text} (default: what the cluster was created with)"
+            if attached
+            else default_help(text, "retired-types")
+        ),
+    )
+
+
 def common_parent() -> argparse.ArgumentParser:
     """Options every verb takes after its name (``-l``)."""
     parent = argparse.ArgumentParser(add_help=False)

@@ -14,6 +14,7 @@ from scherbelberg_dask.cli import progress
 from scherbelberg_dask.cli.common import (
     PROG,
     AddParser,
+    add_retired_types,
     close_cluster,
     default_help,
     plural,
@@ -42,7 +43,9 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
             "Create a cluster (a scheduler server plus worker servers), wait until Dask runs "
             "on every node, and exit; the cluster keeps running until 'destroy'. Server "
             "types, image and location are checked against the live catalog before "
-            "anything is made, and a failed create removes what it made."
+            "anything is made (a retired type is replaced by its successor, with a "
+            "warning, unless --retired-types error), and a failed create removes what it "
+            "made."
         ),
     )
     parser.add_argument(
@@ -66,6 +69,7 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--image", help=default_help("server image", "image"))
     parser.add_argument("--location", help=default_help("Hetzner location", "location"))
+    add_retired_types(parser)
     parser.add_argument(
         "--package",
         dest="packages",
@@ -132,6 +136,7 @@ async def _create(args: argparse.Namespace) -> int:
         worker_type=args.worker_type,
         image=args.image,
         location=args.location,
+        retired_types=args.retired_types,
         allowed_cidrs=args.allowed_cidrs,
         packages=args.packages,
         timeouts=timeouts or None,

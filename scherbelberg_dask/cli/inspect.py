@@ -265,7 +265,7 @@ def run_catalog(args: argparse.Namespace) -> int:
     print("Images:")
     by_arch: dict[str, list[str]] = {}
     for image in catalog.images:
-        if image.name and image.type == "system":
+        if image.name and image.type == "system" and not image.deprecated_at(catalog.fetched):
             by_arch.setdefault(image.architecture, []).append(image.name)
     for arch, names in sorted(by_arch.items()):
         print(f"  {arch}: {', '.join(sorted(set(names)))}")
@@ -315,5 +315,6 @@ def _catalog_report(catalog: Catalog, types: list[Any], locations: list[str]) ->
         "images": [
             {"id": i.id, "name": i.name, "architecture": i.architecture, "type": i.type}
             for i in catalog.images
+            if not i.deprecated_at(catalog.fetched)
         ],
     }

@@ -8,7 +8,14 @@ import logging
 import sys
 
 from scherbelberg_dask.cli import progress
-from scherbelberg_dask.cli.common import AddParser, attached, close_cluster, plural, prefix_of
+from scherbelberg_dask.cli.common import (
+    AddParser,
+    add_retired_types,
+    attached,
+    close_cluster,
+    plural,
+    prefix_of,
+)
 from scherbelberg_dask.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -45,10 +52,12 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
         help="change the number of workers",
         description=(
             "Add or remove workers and wait until the change is done. Removed workers hand "
-            "their data to the others before their servers are deleted."
+            "their data to the others before their servers are deleted. New workers of a "
+            "server type retired since the cluster was made get its successor."
         ),
     )
     scale.add_argument("workers", metavar="N", type=int, help="number of workers wanted")
+    add_retired_types(scale, attached=True)
     scale.set_defaults(run=run_scale)
 
 
@@ -111,13 +120,15 @@ def run_scale(args: argparse.Namespace) -> int:
     """Scale the cluster; return the exit status."""
     if args.workers < 0:
         raise SettingsError(f"N must be a whole number ≥ 0, not {args.workers}")
-    return asyncio.run(_scale(prefix_of(args), args.workers))
+    return asyncio.run(_scale(prefix_of(args), args.workers, args.retired_types))
 
 
-async def _scale(prefix: str, wanted: int) -> int:
+async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
     from scherbelberg_dask.cluster.cluster import HetznerCluster
 
-    cluster = HetznerCluster.from_existing(prefix, asynchronous=True)
+    # Without the option, the cluster's own setting (remembered at create) applies.
+    options = {} if retired_types is None else {"retired_types": retired_types}
+    cluster = HetznerCluster.from_existing(prefix, asynchronous=True, **options)
     await cluster
     try:
         before = len(cluster.worker_nodes)

@@ -41,6 +41,8 @@ scherbelberg-dask destroy
   unreachable endpoint, ...) print one line starting with `error:` and exit with
   status 1; `-l DEBUG` adds the traceback. `ssh` exits with the remote command's
   status.
+- The same CLI is a command of Dask's own: `dask hetzner VERB ...` takes exactly these
+  verbs and options.
 - Try everything without an account: run `scherbelberg-dask emulator` in one shell,
   paste the `export ...` lines it prints into another, and use the verbs there.
 

@@ -292,7 +292,12 @@ class CloudClient:
                 types, locations, images = await asyncio.gather(
                     self.get_all("/server_types", "server_types"),
                     self.get_all("/locations", "locations"),
-                    self.get_all("/images", "images", {"type": ["system", "snapshot"]}),
+                    self.get_all(
+                        "/images",
+                        "images",
+                        # Deprecated ones too, so that their errors name the successor.
+                        {"type": ["system", "snapshot"], "include_deprecated": "true"},
+                    ),
                 )
             except (CloudError, KeyError) as exc:
                 if isinstance(exc, CloudError) and exc.code not in ("not_found", "404"):

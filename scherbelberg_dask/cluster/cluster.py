@@ -20,6 +20,7 @@ from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
+from scherbelberg_dask.cloud.errors import CatalogError
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
 from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
@@ -49,7 +50,15 @@ class HetznerCluster(SpecCluster):
     scheduler_type, worker_type
         Hetzner server types (validated against the live catalog).
     image, location
-        Server image and location.
+        Server image and location.  A deprecated image fails before anything is made,
+        naming the current image of its family.
+    retired_types
+        What a server type that Hetzner retired (or that cannot be ordered in the
+        location) does: ``"successor"`` (default; config ``scherbelberg.retired-types``)
+        uses the newest orderable type of its published successors, e.g. ``ccx52`` →
+        ``ccx53``, with one warning naming both types, their cores, memory and prices;
+        ``"error"`` fails before anything is created.  A type without a usable
+        successor always fails, naming the nearest types by cores and memory.
     ssh_port
         The servers' SSH port.
     scheduler_port, dashboard_port, nanny_port
@@ -96,6 +105,7 @@ class HetznerCluster(SpecCluster):
         worker_type: str | None = None,
         image: str | None = None,
         location: str | None = None,
+        retired_types: str | None = None,
         ssh_port: int | None = None,
         scheduler_port: int | None = None,
         dashboard_port: int | None = None,
@@ -210,7 +220,15 @@ class HetznerCluster(SpecCluster):
 
         A reused name would be a reused server name, and the old server may still be
         being deleted.
+
+        Raises
+        ------
+        CatalogError
+            Attached to a cluster whose worker type was retired since and cannot be
+            replaced: ``scale`` fails before anything is made.
         """
+        if "worker" in self.provisioner.type_errors:
+            raise self.provisioner.type_errors["worker"]
         while True:
             name = self._new_worker_name(self._i)
             self._i += 1
@@ -257,7 +275,10 @@ class HetznerCluster(SpecCluster):
 
     def _advertise_resources(self) -> None:
         """Let ``scale(cores=...)``/``scale(memory=...)`` know what one worker brings."""
-        options = self.provisioner.node_options("worker")
+        try:
+            options = self.provisioner.node_options("worker")
+        except CatalogError:
+            return  # attached, and its retired worker type has no successor: no new workers
         for spec in (self.new_spec, *self.worker_spec.values()):
             spec["options"] = {
                 **spec["options"],
@@ -408,8 +429,12 @@ class HetznerCluster(SpecCluster):
             return  # scaled away or closing: nothing to replace
         if any(w.get("name") == name for w in self.scheduler_info["workers"].values()):
             return  # it came back (e.g. after a reboot)
-        logger.warning("Worker %s was lost; starting a replacement.", name)
         del self.worker_spec[name]
+        error = self.provisioner.type_errors.get("worker")
+        if error is not None:
+            logger.error("Worker %s was lost and cannot be replaced: %s", name, error)
+            return
+        logger.warning("Worker %s was lost; starting a replacement.", name)
         self.worker_spec.update(self.new_worker_spec())
         self._correct_state()
 

@@ -16,10 +16,11 @@ from typing import Any
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
 from scherbelberg_dask.bootstrap.node_config import NodeConfig, NodePorts
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile, profile_for_image
-from scherbelberg_dask.cloud.catalog import ServerType
+from scherbelberg_dask.cloud.catalog import Catalog, ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
 from scherbelberg_dask.cloud.errors import CatalogError
 from scherbelberg_dask.cloud.labels import NODE, ROLE, cluster_labels
+from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
 from scherbelberg_dask.cluster.node import Node, dask_address
 from scherbelberg_dask.cluster.provision import (
     NodeJob,
@@ -104,6 +105,8 @@ class Provisioner:
         The nodes that are up, by name.
     failures
         The last error of each node that failed to come up, by name.
+    type_errors
+        Role → why its new servers cannot be made (attached cluster, retired type).
     """
 
     def __init__(
@@ -121,7 +124,11 @@ class Provisioner:
         self._environment = NodeEnvironment.local(settings.packages)
         self._profile: BootstrapProfile | None = None
         self._resources: ClusterResources | None = None
+        #: Role → the server type its new servers get (a retired type's successor).
         self._server_types: dict[str, ServerType] = {}
+        self.type_errors: dict[str, CatalogError] = {}
+        #: An attached cluster's resolved types, adopted (and warned about) on first use.
+        self._attach_resolved: dict[str, Resolution] = {}
         self._secrets: ClusterSecrets | None = None
         self._pins = HostKeyPins(self.state, settings.ssh_port)
         self._contact = SchedulerContact(settings.ports.scheduler)
@@ -147,17 +154,71 @@ class Provisioner:
     # -- creating and attaching --------------------------------------------------------
 
     async def validate(self) -> None:
-        """Check types, image and location against the live catalog (before creating)."""
+        """Check types, image and location against the live catalog (before creating).
+
+        Retired types resolve to their successors (or fail, per ``retired_types``); each
+        replaced type is logged once, however many roles asked for it.
+        """
         catalog = await self.cloud.catalog()
         s = self.settings
         catalog.location(s.location)
-        for role, name in (("scheduler", s.scheduler_type), ("worker", s.worker_type)):
-            try:
-                self._server_types[role] = catalog.server_type(name, s.location)
-            except CatalogError as exc:
-                raise CatalogError(f"{role}_type: {exc}") from None
-            catalog.image(s.image, self._server_types[role].architecture)
+        resolved = {role: self._resolve(catalog, role) for role in ("scheduler", "worker")}
+        for resolution in resolved.values():
+            catalog.image(s.image, resolution.server_type.architecture)
         self._profile = profile_for_image(s.image, self._environment)
+        self._adopt(resolved)
+
+    def _requested_type(self, role: str) -> str:
+        return self.settings.scheduler_type if role == "scheduler" else self.settings.worker_type
+
+    def _resolve(self, catalog: Catalog, role: str) -> Resolution:
+        """What ``role``'s type resolves to; CatalogError names the role's setting."""
+        s = self.settings
+        try:
+            return resolve_server_type(
+                catalog, self._requested_type(role), s.location, s.retired_types
+            )
+        except CatalogError as exc:
+            raise CatalogError(f"{role}_type: {exc}") from None
+
+    def _adopt(
+        self, resolved: dict[str, Resolution], warn: tuple[str, ...] = ("scheduler", "worker")
+    ) -> None:
+        """Use the resolved types; warn once per replaced type of the roles in ``warn``."""
+        by_name: dict[str, list[str]] = {}
+        for role, resolution in resolved.items():
+            self._server_types[role] = resolution.server_type
+            self.type_errors.pop(role, None)
+            if resolution.replaced and role in warn:
+                by_name.setdefault(resolution.requested, []).append(f"{role}_type")
+        for name, settings in by_name.items():
+            role = next(r for r, res in resolved.items() if res.requested == name)
+            logger.warning(resolved[role].warning(" and ".join(settings)))
+
+    def server_type(self, role: str) -> ServerType:
+        """The server type new servers of ``role`` get.
+
+        Raises
+        ------
+        CatalogError
+            Attached to a cluster whose type was retired since, and it cannot be replaced
+            (no orderable successor, or ``retired_types="error"``).
+        """
+        self.adopt_attached_types()
+        if role in self.type_errors:
+            raise self.type_errors[role]
+        return self._server_types[role]
+
+    def adopt_attached_types(self) -> None:
+        """Use (and warn once about) an attached cluster's resolved worker type.
+
+        Done on first use (:meth:`server_type`), so that the CLI's ``ls`` or ``destroy``,
+        which make no servers, do not warn about successors they never use.
+        """
+        if self._attach_resolved:
+            resolved, self._attach_resolved = self._attach_resolved, {}
+            # An attached cluster only ever makes new workers: its scheduler exists.
+            self._adopt(resolved, warn=("worker",))
 
     async def create(self) -> None:
         """Make the cluster's secrets and shared cloud resources; this process owns it."""
@@ -222,12 +283,17 @@ class Provisioner:
         metadata = await asyncio.to_thread(self.state.read_metadata)
         image = str(metadata.get("image", self.settings.image))
         self._profile = profile_for_image(image, self._environment)
+        # Its types may have been retired since it was made: existing servers keep running
+        # (and can be looked at, scaled down, destroyed); new ones get the successor, or,
+        # if there is none to use, fail with the reason before anything is made.
         catalog = await self.cloud.catalog()
-        for role, name in (
-            ("scheduler", self.settings.scheduler_type),
-            ("worker", self.settings.worker_type),
-        ):
-            self._server_types[role] = catalog.server_type(name, self.settings.location)
+        resolved = {}
+        for role in ("scheduler", "worker"):
+            try:
+                resolved[role] = self._resolve(catalog, role)
+            except CatalogError as exc:
+                self.type_errors[role] = exc
+        self._attach_resolved = resolved
         for server in servers:
             name = server.labels.get(NODE, server.name)
             self.nodes[name] = Node(
@@ -254,9 +320,9 @@ class Provisioner:
 
     def node_options(self, role: str) -> dict[str, Any]:
         """Dask options for the node runner from the server type and the settings."""
+        server_type = self.server_type(role)
         if role == "scheduler":
             return dict(self.settings.scheduler_options)
-        server_type = self._server_types[role]
         return {
             "nthreads": server_type.cores,
             "memory_limit": int(server_type.memory_gb * 2**30 * 0.9),
@@ -304,7 +370,7 @@ class Provisioner:
         )
         spec = ServerSpec(
             name=server_name,
-            server_type=self._server_types[role].name,
+            server_type=self.server_type(role).name,
             image=settings.image,
             location=settings.location,
             labels=cluster_labels(self.prefix, role, name),

@@ -21,6 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from scherbelberg_dask import config
 from scherbelberg_dask.cloud.labels import validate_prefix
+from scherbelberg_dask.cloud.successors import POLICIES
 from scherbelberg_dask.errors import SettingsError
 
 
@@ -54,6 +55,8 @@ class ClusterSettings:
     worker_type: str
     image: str
     location: str
+    #: ``successor`` or ``error``: what a retired server type does (see cloud.successors).
+    retired_types: str
     ssh_port: int
     ports: Ports
     network_ip_range: str
@@ -145,6 +148,7 @@ class ClusterSettings:
             worker_type=_name("worker_type", pick("worker_type")),
             image=_name("image", pick("image")),
             location=_name("location", pick("location")),
+            retired_types=_policy(pick("retired_types")),
             ssh_port=ssh_port,
             ports=ports,
             network_ip_range=_network(arguments.pop("network_ip_range", None)),
@@ -192,6 +196,15 @@ def _name(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SettingsError(f"{name} must be a non-empty string, not {value!r}")
     return value.strip()
+
+
+def _policy(value: Any) -> str:
+    if value not in POLICIES:
+        raise SettingsError(
+            f"retired_types must be 'successor' (use the successor of a retired server type, "
+            f"with a warning) or 'error' (fail before creating anything), not {value!r}"
+        )
+    return str(value)
 
 
 def _network(value: Any) -> str:

@@ -187,7 +187,10 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     from .debian import DEBIAN_IMAGES
 
     parser.add_argument(
-        "images", nargs="+", choices=sorted(DEBIAN_IMAGES), metavar="IMAGE",
+        "images",
+        nargs="+",
+        choices=sorted(DEBIAN_IMAGES),
+        metavar="IMAGE",
         help=f"images to build: {', '.join(sorted(DEBIAN_IMAGES))}",
     )
 

@@ -31,10 +31,31 @@ CASES: dict[str, tuple[list[str], dict[str, str | None]]] = {
     "unknown-prefix-debug": (["ls", "--prefix", "nosuch", "-l", "DEBUG"], {}),
     "bad-type": (["create", "--prefix", "badtype", "--worker", "cx99"], {}),
     "bad-location": (["create", "--prefix", "badloc", "--location", "atlantis"], {}),
+    "retired-error": (
+        [
+            "create",
+            "--prefix",
+            "strict",
+            "--workers",
+            "1",
+            "--worker",
+            "ccx52",
+            "--scheduler",
+            "ccx12",
+            "--retired-types",
+            "error",
+        ],
+        {},
+    ),
+    "retired-config": (
+        ["create", "--prefix", "strictcfg", "--worker", "ccx52"],
+        {"DASK_SCHERBELBERG__RETIRED_TYPES": "error"},
+    ),
+    "old-image": (["create", "--prefix", "oldimage", "--image", "ubuntu-20.04"], {}),
     "missing-token": (["create", "--prefix", "notoken"], {"HCLOUD_TOKEN": None}),
     "unreachable": (["create", "--prefix", "unreach"], {"HCLOUD_ENDPOINT": "CLOSED"}),
 }
-PREFIXES = ("nosuch", "badtype", "badloc", "notoken", "unreach")
+PREFIXES = ("nosuch", "badtype", "badloc", "notoken", "unreach", "strict", "strictcfg", "oldimage")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +139,26 @@ def test_bad_server_type_lists_the_valid_ones(outcomes: dict[str, Outcome], cli:
         if any(loc["name"] == "fsn1" and loc.get("available", True) for loc in t["locations"])
     }
     assert choices == orderable_in_fsn1
+
+
+def test_bad_server_type_names_the_nearest_first(outcomes: dict[str, Outcome]) -> None:
+    assert re.search(r"'cx99'; nearest: cx\d3 \(\d+ cores, \d+ GB\)", _line(outcomes, "bad-type"))
+
+
+@pytest.mark.parametrize("case", ["retired-error", "retired-config"])
+def test_retired_types_error_fails_before_anything_exists(
+    case: str, outcomes: dict[str, Outcome]
+) -> None:
+    line = _line(outcomes, case)
+    # The first type checked (the scheduler's) may be the one named; both name a successor.
+    assert re.search(r"'ccx(12|52)' is retired .*its successor is ccx(13|53) \(", line), line
+    assert "using its successor" not in outcomes[case].stderr
+
+
+def test_deprecated_image_names_the_current_one(outcomes: dict[str, Outcome]) -> None:
+    line = _line(outcomes, "old-image")
+    assert "'ubuntu-20.04' is deprecated" in line
+    assert "the current ubuntu image is ubuntu-24.04" in line
 
 
 def test_bad_location_lists_the_valid_ones(outcomes: dict[str, Outcome], cli: CLI) -> None:

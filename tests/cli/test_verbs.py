@@ -116,6 +116,26 @@ def test_ls_table_and_json_match_the_cloud(cli: CLI, created: Any) -> None:
     assert cli.emulator.token not in table.stdout + table.stderr + listing.stdout
 
 
+def test_dask_hetzner_is_the_same_cli(cli: CLI, created: Any) -> None:
+    dask = str(Path(sys.executable).with_name("dask"))
+    listed = cli.run_argv([dask, "--help"])
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^\s+hetzner\s+Dask clusters on Hetzner Cloud", listed.stdout, re.M)
+    usage = cli.run_argv([dask, "hetzner", "--help"])
+    assert usage.returncode == 0, usage.stderr
+    assert usage.stdout.startswith("usage: dask hetzner ")
+    verbs = re.compile(r"^    (\w+) ", re.M)
+    own = cli.run("--help")
+    assert verbs.findall(usage.stdout) == verbs.findall(own.stdout)
+    assert {"create", "ls", "ssh", "scale", "destroy", "nuke"} <= set(verbs.findall(own.stdout))
+    ls = cli.run_argv([dask, "hetzner", "ls", "--prefix", PREFIX, "--json"])
+    assert ls.returncode == 0, ls.stderr
+    nodes = {node["server"] for node in json.loads(ls.stdout)["nodes"]}
+    assert nodes == {server["name"] for server in cli.emulator.resources(PREFIX)["servers"]}
+    wrong = cli.run_argv([dask, "hetzner", "ls", "--no-such-option"])
+    assert wrong.returncode == 2 and "dask hetzner: error:" in wrong.stderr
+
+
 def test_ssh_runs_a_command_and_returns_its_status(cli: CLI, created: Any) -> None:
     before = _user_known_hosts()
     result = cli.run(

@@ -72,15 +72,37 @@ BAD_INPUT: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"worker_type": ""}, ValueError, r"worker_type must be a non-empty string"),
     ({"worker_type": "cx99"}, ValueError, r"unknown server type 'cx99'.*valid server types"),
     ({"scheduler_type": "huge"}, ValueError, r"scheduler_type: unknown server type.*valid"),
-    ({"worker_type": "cx11"}, ValueError, r"retired.*valid server types in fsn1: .*cx23"),
+    # -- retired types: their successor unless asked not to (tests/cluster/test_retired_types.py)
+    (
+        {"worker_type": "cx11", "retired_types": "error"},
+        ValueError,
+        r"worker_type: server type 'cx11' is retired.*successor is cx23.*valid server types in",
+    ),
+    (
+        {"scheduler_type": "ccx12", "retired_types": "error"},
+        ValueError,
+        r"scheduler_type: server type 'ccx12' is retired.*its successor is ccx13 \(2 cores, 8 GB",
+    ),
+    (
+        {"worker_type": "cx11", "scheduler_type": "cpx12", "location": "ash"},
+        ValueError,
+        r"'cx11' is not offered in ash, and its successor cx22 → cx23 cannot be ordered in ash "
+        r"either; nearest: cpx12 \(1 core, 2 GB\)",
+    ),
+    ({"retired_types": "newest"}, ValueError, r"retired_types must be 'successor' \(use the"),
+    ({"worker_type": "cx99"}, ValueError, r"unknown server type 'cx99'; nearest: cx"),
     (
         {"worker_type": "cax11", "scheduler_type": "cpx12", "location": "ash"},
         ValueError,
-        r"worker_type: server type 'cax11' is not offered in ash; valid server types in ash",
+        r"worker_type: server type 'cax11' is not offered in ash; nearest: cpx22 \(2 cores, "
+        r"4 GB\), .*; valid server types in ash",
     ),
     ({"location": "mars1"}, ValueError, r"unknown location 'mars1'; valid locations: .*fsn1"),
     ({"location": "FSN1"}, ValueError, r"unknown location 'FSN1'; valid locations: .*fsn1"),
     ({"image": "windows-95"}, ValueError, r"unknown image 'windows-95'.*valid images"),
+    ({"image": "ubuntu-20.04"}, ValueError, r"'ubuntu-20.04' is deprecated.*ubuntu-24.04"),
+    ({"image": "debian-11"}, ValueError, r"'debian-11' is deprecated.*current debian image is"),
+    ({"image": "ubuntu-18.04"}, ValueError, r"unknown image 'ubuntu-18.04'.*ubuntu image is"),
     # -- the API: token and endpoint
     ({"token": "x" * 64}, CloudAuthError, r"refused the token.*check HCLOUD_TOKEN"),
     ({"token": "abc\ndef"}, CloudAuthError, r"spaces, control or non-ASCII characters: set"),

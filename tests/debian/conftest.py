@@ -9,18 +9,22 @@ must run the real path.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.emulator.debian.host import host_problem
 from scherbelberg_dask.emulator.debian.images import PreparedImage, prepare
+from tests.conftest import IMAGE_CACHE
 
 #: A booted container's nspawn command line names its machine ``sb-<emulator>-<server>``.
 _MACHINE = re.compile(rb"--machine=sb-([0-9a-f]+)-(\d+)")
@@ -32,15 +36,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.debian)
 
 
+@pytest.fixture(autouse=True)
+def _machine_image_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This tier, unlike the rest of the suite, uses the machine's Debian image cache."""
+    monkeypatch.setenv("SCHERBELBERG_EMULATOR_IMAGES", str(IMAGE_CACHE))
+
+
 @pytest.fixture(scope="session")
-def debian_image() -> PreparedImage:
+def debian_image() -> Iterator[PreparedImage]:
     """The prepared ``debian-12`` image (built on first use)."""
     problem = host_problem()
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Debian-server tier, but {problem}")
         pytest.skip(problem)
-    return prepare("debian-12")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCHERBELBERG_EMULATOR_IMAGES", str(IMAGE_CACHE))
+        yield prepare("debian-12")
 
 
 @pytest.fixture
@@ -96,7 +108,9 @@ def cli_env(debian_cloud: Emulator) -> dict[str, str]:
     return env
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``python -m scherbelberg_dask ARGS`` as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "scherbelberg_dask", *args],
@@ -116,3 +130,22 @@ def no_containers_left(debian_cloud: Emulator) -> Iterator[None]:
     directory = debian_cloud.directory
     if directory is not None:
         assert mounts_below(directory) == []
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 180) -> None:
+    """Wait until ``predicate()`` (a plain or async callable) is true, at most ``timeout`` s.
+
+    The state waited for lives in other processes (a container, the scheduler), which
+    offer no event to wait on; polling is bounded by the timeout.
+    """
+
+    async def poll() -> None:
+        while True:
+            answer = predicate()
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer:
+                return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), timeout)

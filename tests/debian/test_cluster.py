@@ -16,15 +16,7 @@ from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.ssh import SSHAuthError, connect
 from tests.cluster.conftest import assert_nothing_left, resources
 
-from .conftest import containers, run_cli
-
-
-async def _until(predicate, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - remote state, bounded by the timeout
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(poll(), timeout)
+from .conftest import containers, run_cli, until
 
 
 async def _worker_names(client: Client) -> list[str]:
@@ -79,8 +71,8 @@ async def test_cluster_on_debian_servers(  # type: ignore[no-untyped-def]
         by_name = {s["name"]: s for s in servers}
         server = api.servers.get_by_id(by_name[f"{prefix}-node-worker001"]["id"])
         await asyncio.to_thread(lambda: server.reboot().wait_until_finished())
-        await _until(lambda: len(cluster.scheduler_info["workers"]) == 1)
-        await _until(lambda: len(cluster.scheduler_info["workers"]) == 2)
+        await until(lambda: len(cluster.scheduler_info["workers"]) == 1)
+        await until(lambda: len(cluster.scheduler_info["workers"]) == 2)
         assert await _worker_names(client) == ["worker000", "worker001"]
 
         # Scale 2 -> 3 -> 1 with no key lost (scattered data cannot be recomputed).
@@ -89,8 +81,8 @@ async def test_cluster_on_debian_servers(  # type: ignore[no-untyped-def]
         await client.wait_for_workers(3, timeout=300)
         assert await _worker_names(client) == ["worker000", "worker001", "worker002"]
         cluster.scale(1)
-        await _until(lambda: len(cluster.scheduler_info["workers"]) == 1, timeout=300)
-        await _until(lambda: len(resources(debian_cloud, prefix)["servers"]) == 2, timeout=300)
+        await until(lambda: len(cluster.scheduler_info["workers"]) == 1, timeout=300)
+        await until(lambda: len(resources(debian_cloud, prefix)["servers"]) == 2, timeout=300)
         values = await client.gather(futures)
         assert [int(v[0]) for v in values] == list(range(20))
 

@@ -19,7 +19,7 @@ from scherbelberg_dask.security.known_hosts import set_host_key
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
 from scherbelberg_dask.ssh import SSHTarget, wait_for_ssh
 
-from .conftest import containers, mounts_below
+from .conftest import containers, mounts_below, until
 
 
 class Servers:
@@ -79,14 +79,6 @@ async def _run(target: SSHTarget, command: str) -> str:
         await conn.close()
 
 
-async def _until(predicate: Any, timeout: float = 120) -> None:
-    async def poll() -> None:
-        while not await predicate():
-            await asyncio.sleep(0.2)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 async def test_power_reboots_and_snapshots(debian_cloud: Emulator, tmp_path: Path) -> None:
     servers = Servers(debian_cloud, tmp_path)
     server, target = await servers.create("m1")
@@ -107,7 +99,7 @@ async def test_power_reboots_and_snapshots(debian_cloud: Emulator, tmp_path: Pat
 
     # ACPI shutdown: systemd powers off cleanly, then the server is off.
     await servers.act(server.shutdown)
-    await _until(is_off)
+    await until(is_off)
     assert await container_gone()
     await servers.act(server.power_on)
     await _run(target, "true")
@@ -127,10 +119,10 @@ async def test_power_reboots_and_snapshots(debian_cloud: Emulator, tmp_path: Pat
         now = containers(debian_cloud.id).get(server.id)
         return now is not None and now != before
 
-    await _until(rebooted)
+    await until(rebooted)
     assert (await _run(target, "cat /root/marker")).strip() == "kept"
     await _run(target, "systemd-run --on-active=1 systemctl poweroff")
-    await _until(is_off)
+    await until(is_off)
     assert await container_gone()
     await servers.act(server.power_on)
     await _run(target, "true")
@@ -144,7 +136,10 @@ async def test_power_reboots_and_snapshots(debian_cloud: Emulator, tmp_path: Pat
     image = await asyncio.to_thread(snapshot)
     assert image.status == "available" and image.image_size > 0
     clone, clone_target = await servers.create("m2", image=image)
-    out = await _run(clone_target, "hostname; cat /root/marker; cloud-init status")
+    out = await _run(
+        clone_target,
+        "hostname; cat /root/marker; cloud-init status --wait >/dev/null; cloud-init status",
+    )
     assert out.split() == ["m2", "kept", "status:", "done"]
 
     for each in (server, clone):

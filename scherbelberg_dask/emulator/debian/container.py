@@ -162,7 +162,8 @@ class ContainerMachine(MachineInterface):
 
     async def _start(self) -> None:
         await asyncio.to_thread(self._write_disk)
-        console = open(self.console_log, "ab")  # noqa: SIM115  (handed to the process)
+        # Opening a local log file does not wait on anything; it is handed to the process.
+        console = open(self.console_log, "ab")  # noqa: SIM115, ASYNC230
         try:
             # Started from the event loop's thread: the parent-death signal follows that
             # thread, which lives as long as the emulator.

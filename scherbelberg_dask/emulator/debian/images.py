@@ -211,7 +211,11 @@ def _run(argv: list[str], what: str, on_progress: Progress, log: Path) -> None:
 def _certificates(text: str) -> list[str]:
     marker = "-----END CERTIFICATE-----"
     parts = [part.strip() for part in text.split(marker)]
-    return [part[part.index("-----BEGIN") :] + "\n" + marker + "\n" for part in parts if "-----BEGIN" in part]
+    return [
+        part[part.index("-----BEGIN") :] + "\n" + marker + "\n"
+        for part in parts
+        if "-----BEGIN" in part
+    ]
 
 
 def _configure(rootfs: Path) -> int:
@@ -222,7 +226,9 @@ def _configure(rootfs: Path) -> int:
     locale_gen = rootfs / "etc/locale.gen"
     lines = locale_gen.read_text().splitlines()
     locale_gen.write_text(
-        "\n".join("en_US.UTF-8 UTF-8" if line.strip() == "# en_US.UTF-8 UTF-8" else line for line in lines)
+        "\n".join(
+            "en_US.UTF-8 UTF-8" if line.strip() == "# en_US.UTF-8 UTF-8" else line for line in lines
+        )
         + "\n"
     )
     added = 0
@@ -296,7 +302,8 @@ def _build(name: str, staging: Path, on_progress: Progress) -> dict[str, object]
             [
                 "/bin/sh",
                 "-c",
-                "locale-gen && update-locale LANG=en_US.UTF-8 && update-ca-certificates && apt-get clean",
+                "locale-gen && update-locale LANG=en_US.UTF-8"
+                " && update-ca-certificates && apt-get clean",
             ],
             apt_env,
         ),
@@ -318,7 +325,9 @@ def _build(name: str, staging: Path, on_progress: Progress) -> dict[str, object]
     }
 
 
-def prepare(name: str, on_progress: Progress | None = None, root: Path | None = None) -> PreparedImage:
+def prepare(
+    name: str, on_progress: Progress | None = None, root: Path | None = None
+) -> PreparedImage:
     """Build image ``name`` unless it is already prepared; return it.
 
     Parameters
@@ -339,7 +348,9 @@ def prepare(name: str, on_progress: Progress | None = None, root: Path | None = 
         short, or a build step failed (the message carries the end of its log).
     """
     if name not in DEBIAN_IMAGES:
-        raise ValueError(f"cannot prepare {name!r}: choose one of {', '.join(sorted(DEBIAN_IMAGES))}")
+        raise ValueError(
+            f"cannot prepare {name!r}: choose one of {', '.join(sorted(DEBIAN_IMAGES))}"
+        )
     report: Progress = on_progress or (lambda line: logger.info("%s: %s", name, line))
     root = root or cache_root()
     with contextlib.suppress(ImageNotPrepared):
@@ -374,5 +385,7 @@ def prepare(name: str, on_progress: Progress | None = None, root: Path | None = 
             shutil.rmtree(staging, ignore_errors=True)
             raise
     image = find_image(name, root)
-    report(f"ready: {image.rootfs} ({int(info['size_bytes']) / 1e6:.0f} MB, {info['build_seconds']} s)")
+    size = info.get("size_bytes")
+    megabytes = f"{size / 1e6:.0f} MB, " if isinstance(size, int) else ""
+    report(f"ready: {image.rootfs} ({megabytes}{info['build_seconds']} s)")
     return image

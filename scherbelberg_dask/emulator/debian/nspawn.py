@@ -32,10 +32,21 @@ _COMMON = ("--quiet", "--register=no", "--keep-unit", "--link-journal=no")
 def _namespaced(script: str) -> list[str]:
     """argv running the shell ``script`` in a private mount namespace."""
     prologue = f"set -e; mkdir -p {_NSPAWN_RUN}; mount -t tmpfs -o mode=0755 tmpfs {_NSPAWN_RUN}; "
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", prologue + script]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        prologue + script,
+    ]
 
 
-def run_in_tree_command(root: Path, argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
+def run_in_tree_command(
+    root: Path, argv: Sequence[str], env: dict[str, str] | None = None
+) -> list[str]:
     """argv that runs ``argv`` inside the directory tree ``root`` (not booted).
 
     Used while building an image: the command sees ``root`` as ``/`` with ``/proc``,
@@ -92,7 +103,7 @@ class BootCommand:
             *(f"--bind={host}:{inside}" for host, inside in self.binds),
         ]
         script = (
-            f"mount -t overlay overlay -o {shlex.quote(options)} {shlex.quote(str(self.mountpoint))}; "
-            "exec " + shlex.join(nspawn)
+            f"mount -t overlay overlay -o {shlex.quote(options)} "
+            f"{shlex.quote(str(self.mountpoint))}; exec {shlex.join(nspawn)}"
         )
         return ["setpriv", "--pdeathsig", "SIGTERM", "--", *_namespaced(script)]

@@ -92,7 +92,7 @@ def write_boot_files(
     ssh_port
         The emulator's SSH port.
     """
-    meta = {"instance-id": instance_id, "local-hostname": hostname}
+    meta: dict[str, str | list[str]] = {"instance-id": instance_id, "local-hostname": hostname}
     if root_keys:
         meta["public-keys"] = [key.strip() for key in root_keys]
     _write(upper, image, f"{SEED_DIR}/meta-data", yaml.safe_dump(meta, width=10000), 0o600)
