@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
+from scherbelberg_dask.bootstrap.node_config import NodeConfig, NodePorts
 from scherbelberg_dask.bootstrap.profiles import (
     DASK_USER,
     CloudProfile,
@@ -92,3 +95,60 @@ def test_bootstrap_script_verb_prints_without_running(capsys: pytest.CaptureFixt
     printed = capsys.readouterr().out
     assert printed.startswith("#!/bin/bash\n")
     assert "systemctl enable --now dask-scheduler" in printed and "xarray" in printed
+
+
+def _node_config() -> NodeConfig:
+    return NodeConfig(
+        role="worker",
+        name="worker003",
+        public_ip="203.0.113.7",
+        private_ip="10.0.0.7",
+        listen=("203.0.113.7", "10.0.0.7"),
+        scheduler_address="tls://10.0.0.2:9753",
+        ports=NodePorts(9753, 9756, 9759),
+        env={"MODE": "fast"},
+        options={"nthreads": 2},
+    )
+
+
+def test_node_config_round_trips_as_node_json() -> None:
+    conf = _node_config()
+    assert NodeConfig.from_json(conf.to_json()) == conf
+    data = yaml.safe_load(conf.to_json())  # JSON is YAML
+    assert data["tls"] == {
+        "ca": "scherbelberg/tls/ca.pem",
+        "cert": "scherbelberg/tls/node.pem",
+        "key": "scherbelberg/tls/node.key",
+    }
+    assert conf.ready_file == "scherbelberg/worker.ready"
+
+
+def test_node_runner_runs_alone_with_its_contract(tmp_path: Path) -> None:
+    # On a node the runner and node_config.py are all there is of this package.
+    files = CloudProfile(ENV).node_files({"tls/ca.pem": b"ca"}, _node_config())
+    assert set(files) == {
+        "scherbelberg/node_runner.py",
+        "scherbelberg/node_config.py",
+        "scherbelberg/node.json",
+        "scherbelberg/tls/ca.pem",
+    }
+    for path, data in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(data)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "scherbelberg/node_runner.py",
+            "wait",
+            "scherbelberg/node.json",
+            "0",
+        ],
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "worker not ready after 0 s" in result.stderr

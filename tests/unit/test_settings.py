@@ -41,3 +41,29 @@ def test_unknown_setting_is_a_type_error() -> None:
 
 def test_zero_workers_is_valid() -> None:
     assert ClusterSettings.resolve(workers=0).workers == 0
+
+
+def test_remembered_settings_rebuild_the_same_cluster() -> None:
+    settings = ClusterSettings.resolve(
+        prefix="team-a",
+        workers=3,
+        worker_type="cpx32",
+        scheduler_port=9000,
+        packages=["xarray"],
+        env_vars={"MODE": "fast"},
+        worker_options={"nthreads": 2},
+        allowed_cidrs=["203.0.113.0/24"],
+        boot_retries=0,
+        timeouts={"ssh": 5},
+    )
+    remembered = settings.remembered()
+    # What belongs to one handle is not remembered: the attaching process has its own.
+    assert not {"workers", "state_dir", "timeouts"} & set(remembered)
+    again = ClusterSettings.resolve(**remembered, workers=3, timeouts={"ssh": 5})
+    assert again == settings
+
+
+def test_boot_retries_are_a_count() -> None:
+    assert ClusterSettings.resolve().boot_retries == 2
+    with pytest.raises(ValueError, match="boot_retries must be a whole number"):
+        ClusterSettings.resolve(boot_retries=-1)
