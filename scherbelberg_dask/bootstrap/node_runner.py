@@ -9,7 +9,8 @@ Usage on the node::
     python3 node_runner.py run NODE_JSON      # the service's command
     python3 node_runner.py wait NODE_JSON T   # exit 0 once the service is ready, else 1
 
-``NODE_JSON`` holds the role, addresses, ports, certificate paths and Dask options.
+``NODE_JSON`` holds the role, addresses, ports, certificate paths, Dask options and the
+client's Dask configuration (``dask_config``), applied before Dask starts.
 ``run`` exits 0 when Dask closed cleanly (retired by the scheduler, or stopped by the
 service manager), and non-zero when it failed: the service restarts on failure only, so a
 retired worker stays gone until its server is deleted.
@@ -100,9 +101,23 @@ def _mark_ready(conf: dict[str, Any], address: str) -> None:
     os.replace(temporary, path)
 
 
+def _apply_dask_config(conf: dict[str, Any]) -> None:
+    """The client's configuration over the node's, before distributed is imported.
+
+    Precedence on the node: ``DASK_*`` variables of ``env_vars``, then the client's
+    configuration, then the node's own YAML and Dask's defaults.  The nanny hands the
+    result on to its worker process.
+    """
+    import dask.config
+
+    dask.config.update(dask.config.config, conf.get("dask_config") or {}, priority="new")
+    dask.config.update(dask.config.config, dask.config.collect_env(), priority="new")
+
+
 async def _main_run(conf: dict[str, Any]) -> None:
     for name, value in conf.get("env", {}).items():
         os.environ[name] = str(value)
+    _apply_dask_config(conf)
     _ready_file(conf).unlink(missing_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
 from scherbelberg_dask import config
+from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
@@ -87,6 +88,13 @@ class HetznerCluster(SpecCluster):
     network_ip_range, state_dir
         The private network's range and the base directory for local state.
 
+    Notes
+    -----
+    The client's non-default Dask configuration at construction (YAML, ``DASK_*``
+    variables, ``dask.config.set``) reaches every scheduler and worker, also those
+    that ``scale`` and ``adapt`` add later, minus secrets and the ``scherbelberg`` and
+    ``cloudprovider`` sections (``scherbelberg.dask-config.*`` tunes this).
+
     Examples
     --------
     >>> from dask.distributed import Client
@@ -149,6 +157,10 @@ class HetznerCluster(SpecCluster):
             state_dir=state_dir,
         )
         self.context = ClusterContext(self.settings, token=token, endpoint=api_endpoint)
+        if not _attach:  # an attached cluster keeps what its creator shipped
+            self.context.dask_config = dask_config_shipping.capture(
+                secrets=[config.api_token(token)]
+            )
         self._attached = _attach
         self._tunnel_conn: SSHConnection | None = None
         #: Worker name → how many workers in a row failed to boot for its slot.
@@ -273,6 +285,8 @@ class HetznerCluster(SpecCluster):
 
     async def _attach_existing(self) -> None:
         servers = await self.context.attach()
+        metadata = await asyncio.to_thread(self.context.state.read_metadata)
+        self.context.dask_config = dask_config_shipping.recall(metadata)
         numbers = []
         for name, node in self.context.nodes.items():
             if node.role == "worker":
@@ -305,7 +319,12 @@ class HetznerCluster(SpecCluster):
             scheduler_port=ports.scheduler, dashboard_port=ports.dashboard, nanny_port=ports.nanny
         )
         self.context.state.write_metadata(
-            {"prefix": self.context.prefix, "image": self.settings.image, "settings": settings}
+            {
+                "prefix": self.context.prefix,
+                "image": self.settings.image,
+                "settings": settings,
+                "dask_config": self.context.dask_config,
+            }
         )
 
     def _advertise_resources(self) -> None:

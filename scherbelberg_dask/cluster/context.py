@@ -70,6 +70,8 @@ class ClusterContext:
         self.server_types: dict[str, ServerType] = {}
         self.nodes: dict[str, Node] = {}
         self.failures: dict[str, NodeStartError] = {}
+        #: The client's Dask configuration every node gets (see dask_config_shipping).
+        self.dask_config: dict[str, Any] = {}
         #: True if this process created the cluster (close deletes it); False if attached.
         self.owner = False
         self._tasks: dict[str, asyncio.Task[Node]] = {}

@@ -123,6 +123,7 @@ async def provision_node(ctx: ClusterContext, name: str, role: str) -> Node:
             },
             "env": settings.env_vars,
             "options": ctx.node_options(role),
+            "dask_config": ctx.dask_config,
         }
         await asyncio.wait_for(
             profile.setup(
