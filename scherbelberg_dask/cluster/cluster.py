@@ -17,6 +17,7 @@ from distributed.utils import Log, Logs
 
 from scherbelberg_dask import config
 from scherbelberg_dask.cluster import dask_config_shipping
+from scherbelberg_dask.cluster.cloudprovider_compat import apply_keywords
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
@@ -87,6 +88,12 @@ class HetznerCluster(SpecCluster):
         ``delete``; seconds).
     network_ip_range, state_dir
         The private network's range and the base directory for local state.
+    **cloudprovider
+        dask-cloudprovider's ``HetznerCluster`` keywords: ``n_workers`` (``workers``),
+        ``server_type`` (both roles, unless ``scheduler_type``/``worker_type`` say
+        otherwise) and ``debug`` work as there; ``docker_image``, ``docker_args`` and
+        ``extra_bootstrap`` fail with what to use instead (see "Coming from
+        dask-cloudprovider").
 
     Notes
     -----
@@ -130,7 +137,11 @@ class HetznerCluster(SpecCluster):
         state_dir: str | None = None,
         loop: Any = None,
         _attach: bool = False,
+        **cloudprovider: Any,
     ) -> None:
+        workers, scheduler_type, worker_type = apply_keywords(
+            cloudprovider, workers=workers, scheduler_type=scheduler_type, worker_type=worker_type
+        )
         if security is not True:
             raise ValueError(
                 "security must be True: scherbelberg-dask always uses mutual TLS between "

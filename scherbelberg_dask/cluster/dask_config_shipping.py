@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dask.config
-from dask_cloudprovider.utils.config_helper import prune_defaults
 
 from scherbelberg_dask import config
 
@@ -56,6 +55,11 @@ def non_default_config() -> dict[str, Any]:
     A value equal to its default counts as not set: Dask's configuration keeps no record
     of where a value came from (YAML, ``DASK_*`` variables or ``dask.config.set``).
     """
+    # Imported here, not with our package: importing dask-cloudprovider registers its
+    # config defaults (so that they are pruned too) and, its own habit, places a
+    # commented-out copy of them in ~/.config/dask/cloudprovider.yaml if none is there.
+    from dask_cloudprovider.utils.config_helper import prune_defaults
+
     defaults = dask.config.merge(*dask.config.defaults)
     return prune_defaults(copy.deepcopy(dask.config.config), defaults)
 
