@@ -138,8 +138,11 @@ def apply_keywords(
             "mutual TLS (protocol 'tls')"
         )
     if given:
+        names = ", ".join(repr(name) for name in sorted(given))
         raise TypeError(
-            f"HetznerCluster() got unexpected keyword arguments: {', '.join(sorted(given))}"
+            f"HetznerCluster() got an unexpected keyword argument {names}"
+            if len(given) == 1
+            else f"HetznerCluster() got unexpected keyword arguments {names}"
         )
     return workers, scheduler_type, worker_type
 
