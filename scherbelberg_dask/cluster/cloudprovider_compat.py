@@ -125,6 +125,11 @@ def apply_keywords(
             "packages=[...] (or scherbelberg.packages), environment variables with "
             "env_vars={...}, and Dask options with worker_options/scheduler_options"
         )
+    if given.pop("bootstrap", None) is False:
+        raise ValueError(
+            "bootstrap=False (an image that already has Docker) has no meaning here: "
+            "nodes run no containers, and scherbelberg-dask always sets them up itself"
+        )
     worker_class = given.pop("worker_class", None)
     if worker_class is not None and worker_class not in _DEFAULT_WORKER_CLASSES:
         raise ValueError(

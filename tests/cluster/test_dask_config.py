@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import dask.config
+import pytest
 from distributed import Client
 
 from scherbelberg_dask import HetznerCluster
+from scherbelberg_dask.cluster.dask_config_shipping import DaskConfigTooLargeError
 from tests.cluster.conftest import assert_nothing_left
 
 SHIPPED = {
@@ -79,4 +81,13 @@ async def test_from_existing_keeps_what_the_creator_shipped(cloud) -> None:  # t
             await _check(client, workers=2)
     finally:
         await attached.destroy()
+    assert_nothing_left(cloud)
+
+
+def test_too_large_a_config_creates_nothing(cloud) -> None:  # type: ignore[no-untyped-def]
+    with (
+        dask.config.set({"myproject.blob": "x" * 70_000}),
+        pytest.raises(DaskConfigTooLargeError, match=r"biggest keys: myproject\.blob"),
+    ):
+        HetznerCluster(workers=1, prefix="huge")
     assert_nothing_left(cloud)

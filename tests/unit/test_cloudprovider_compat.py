@@ -62,7 +62,12 @@ def test_keywords_translate() -> None:
     ) == (2, "cx23", "cpx32")
     # dask-cloudprovider's own defaults are accepted as what they are here.
     assert apply_keywords(
-        {"worker_class": "dask.distributed.Nanny", "protocol": "tls", "docker_args": ""},
+        {
+            "worker_class": "dask.distributed.Nanny",
+            "protocol": "tls",
+            "docker_args": "",
+            "bootstrap": True,
+        },
         workers=None,
         scheduler_type=None,
         worker_type=None,
@@ -76,6 +81,7 @@ def test_keywords_translate() -> None:
         ({"docker_args": "--gpus all"}, "runs no containers"),
         ({"extra_bootstrap": ["pip install zarr"]}, "packages=.*env_vars="),
         ({"worker_class": "dask_cuda.CUDAWorker"}, "Nanny"),
+        ({"bootstrap": False}, "no containers"),
         ({"protocol": "tcp"}, "mutual TLS"),
         ({"n_workers": 2, "workers_": 1}, "unexpected keyword argument 'workers_'"),
         ({"a": 1, "b": 2}, "unexpected keyword arguments 'a', 'b'"),
