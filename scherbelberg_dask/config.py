@@ -43,8 +43,14 @@ def api_endpoint(override: str | None = None) -> str:
 
 
 def api_token(override: str | None = None) -> str | None:
-    """The API token: argument, ``HCLOUD_TOKEN``, then ``scherbelberg.api.token``.
+    """The API token, from the first place that has one.
 
-    The token is never written to disk or logs by this package.
+    The argument, ``HCLOUD_TOKEN``, ``scherbelberg.api.token``, then dask-cloudprovider's
+    ``cloudprovider.hetzner.token``.  The token is never written to disk or logs by this package.
     """
-    return override or os.environ.get("HCLOUD_TOKEN") or get("api.token")
+    return (
+        override
+        or os.environ.get("HCLOUD_TOKEN")
+        or get("api.token")
+        or dask.config.get("cloudprovider.hetzner.token", default=None)
+    )

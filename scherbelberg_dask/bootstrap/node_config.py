@@ -59,6 +59,9 @@ class NodeConfig:
         Environment variables of the Dask process.
     options
         Keyword arguments for Dask's ``Scheduler`` or ``Nanny``.
+    dask_config
+        The client's Dask configuration (its non-default part, without secrets), applied
+        over the node's own before Dask starts.
     state_dir
         Directory of the node's files (and of its readiness file).
     tls
@@ -74,6 +77,7 @@ class NodeConfig:
     ports: NodePorts
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dask_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     state_dir: str = NODE_DIR
     tls: TLSFiles = dataclasses.field(default_factory=TLSFiles)
 
@@ -95,6 +99,7 @@ class NodeConfig:
             ports=NodePorts(**data["ports"]),
             env=dict(data.get("env") or {}),
             options=dict(data.get("options") or {}),
+            dask_config=dict(data.get("dask_config") or {}),
             state_dir=data.get("state_dir", NODE_DIR),
             tls=TLSFiles(**data["tls"]) if data.get("tls") else TLSFiles(),
         )

@@ -11,7 +11,8 @@ Usage on the node::
     python3 node_runner.py wait NODE_JSON T   # exit 0 once the service is ready, else 1
 
 ``NODE_JSON`` is a :class:`~scherbelberg_dask.bootstrap.node_config.NodeConfig`: the
-role, addresses, ports, certificate paths and Dask options.
+role, addresses, ports, certificate paths, Dask options and the client's Dask
+configuration (``dask_config``), applied before Dask starts.
 ``run`` exits 0 when Dask closed cleanly (retired by the scheduler, or stopped by the
 service manager), and non-zero when it failed: the service restarts on failure only, so a
 retired worker stays gone until its server is deleted.
@@ -105,9 +106,23 @@ def _mark_ready(conf: NodeConfig, address: str) -> None:
     os.replace(temporary, path)
 
 
+def _apply_dask_config(conf: NodeConfig) -> None:
+    """The client's configuration over the node's, before distributed is imported.
+
+    Precedence on the node: ``DASK_*`` variables of ``env_vars``, then the client's
+    configuration, then the node's own YAML and Dask's defaults.  The nanny hands the
+    result on to its worker process.
+    """
+    import dask.config
+
+    dask.config.update(dask.config.config, conf.dask_config, priority="new")
+    dask.config.update(dask.config.config, dask.config.collect_env(), priority="new")
+
+
 async def _main_run(conf: NodeConfig) -> None:
     for name, value in conf.env.items():
         os.environ[name] = str(value)
+    _apply_dask_config(conf)
     _ready_file(conf).unlink(missing_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

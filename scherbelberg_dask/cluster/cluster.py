@@ -20,7 +20,10 @@ from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
+from scherbelberg_dask import config
 from scherbelberg_dask.cloud.errors import CatalogError
+from scherbelberg_dask.cluster import dask_config_shipping
+from scherbelberg_dask.cluster.cloudprovider_compat import apply_keywords
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
 from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
@@ -88,6 +91,19 @@ class HetznerCluster(SpecCluster):
     boot_retries
         How often in a row a new server is tried for a node whose server failed to come
         up for a reason of the cloud's (default ``scherbelberg.boot-retries``, 2).
+    **cloudprovider
+        dask-cloudprovider's ``HetznerCluster`` keywords: ``n_workers`` (``workers``),
+        ``server_type`` (both roles, unless ``scheduler_type``/``worker_type`` say
+        otherwise) and ``debug`` work as there; ``docker_image``, ``docker_args`` and
+        ``extra_bootstrap`` fail with what to use instead (see "Coming from
+        dask-cloudprovider").
+
+    Notes
+    -----
+    The client's non-default Dask configuration at construction (YAML, ``DASK_*``
+    variables, ``dask.config.set``) reaches every scheduler and worker, also those
+    that ``scale`` and ``adapt`` add later, minus secrets and the ``scherbelberg`` and
+    ``cloudprovider`` sections (``scherbelberg.dask-config.*`` tunes this).
 
     Examples
     --------
@@ -126,7 +142,11 @@ class HetznerCluster(SpecCluster):
         boot_retries: int | None = None,
         loop: Any = None,
         _attach: bool = False,
+        **cloudprovider: Any,
     ) -> None:
+        workers, scheduler_type, worker_type = apply_keywords(
+            cloudprovider, workers=workers, scheduler_type=scheduler_type, worker_type=worker_type
+        )
         # The settings keywords above, as given: ClusterSettings resolves and checks them.
         given = {k: v for k, v in locals().items() if k in ClusterSettings.argument_names()}
         if security is not True:
@@ -135,7 +155,12 @@ class HetznerCluster(SpecCluster):
                 "client, scheduler and workers (plain TCP is refused)"
             )
         self.settings = ClusterSettings.resolve(**given)
-        self.provisioner = Provisioner(self.settings, token=token, endpoint=api_endpoint)
+        # The client's Dask configuration, as of now, for every node (an attached
+        # cluster's nodes keep what its creator shipped: the provisioner reads it back).
+        shipped = {} if _attach else dask_config_shipping.capture(secrets=[config.api_token(token)])
+        self.provisioner = Provisioner(
+            self.settings, token=token, endpoint=api_endpoint, dask_config=shipped
+        )
         self._start_by_attaching = _attach
         self._tunnel_conn: SSHConnection | None = None
         self._dashboard_port: int | None = None

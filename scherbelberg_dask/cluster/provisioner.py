@@ -21,6 +21,7 @@ from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
 from scherbelberg_dask.cloud.errors import CatalogError
 from scherbelberg_dask.cloud.labels import NODE, ROLE, cluster_labels
 from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
+from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.node import Node, dask_address
 from scherbelberg_dask.cluster.provision import (
     NodeJob,
@@ -96,6 +97,10 @@ class Provisioner:
     token, endpoint
         API credentials (``None``: from the environment / Dask config).  The token goes
         to the API client only; it is never stored.
+    dask_config
+        The client's Dask configuration every node gets
+        (:func:`~scherbelberg_dask.cluster.dask_config_shipping.capture`); stored with the
+        cluster's local state on create, read back from it on attach.
 
     Attributes
     ----------
@@ -110,9 +115,15 @@ class Provisioner:
     """
 
     def __init__(
-        self, settings: ClusterSettings, *, token: str | None, endpoint: str | None
+        self,
+        settings: ClusterSettings,
+        *,
+        token: str | None,
+        endpoint: str | None,
+        dask_config: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.dask_config = dict(dask_config or {})
         self.prefix = settings.prefix
         self.state = StateDir(settings.prefix, base=settings.state_dir)
         self.ownership = Ownership.UNCLAIMED
@@ -238,6 +249,7 @@ class Provisioner:
                 "prefix": self.prefix,
                 "image": self.settings.image,
                 "settings": self.settings.remembered(),
+                "dask_config": self.dask_config,
             },
         )
         s = self.settings
@@ -282,6 +294,7 @@ class Provisioner:
         )
         metadata = await asyncio.to_thread(self.state.read_metadata)
         image = str(metadata.get("image", self.settings.image))
+        self.dask_config = dask_config_shipping.recall(metadata)
         self._profile = profile_for_image(image, self._environment)
         # Its types may have been retired since it was made: existing servers keep running
         # (and can be looked at, scaled down, destroyed); new ones get the successor, or,
@@ -393,6 +406,7 @@ class Provisioner:
                 ports=NodePorts(ports.scheduler, ports.dashboard, ports.nanny),
                 env=dict(settings.env_vars),
                 options=self.node_options(role),
+                dask_config=self.dask_config,
             )
 
         def on_booted(server: ServerInfo) -> None:

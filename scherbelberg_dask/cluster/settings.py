@@ -22,6 +22,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from scherbelberg_dask import config
 from scherbelberg_dask.cloud.labels import validate_prefix
 from scherbelberg_dask.cloud.successors import POLICIES
+from scherbelberg_dask.cluster.cloudprovider_compat import configured
 from scherbelberg_dask.errors import SettingsError
 
 
@@ -109,7 +110,7 @@ class ClusterSettings:
 
         def pick(name: str) -> Any:
             value = arguments.pop(name, None)
-            return config.get(name.replace("_", "-")) if value is None else value
+            return configured(name) if value is None else value
 
         prefix = validate_prefix(pick("prefix"))
         workers = pick("workers")

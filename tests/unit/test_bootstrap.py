@@ -108,6 +108,7 @@ def _node_config() -> NodeConfig:
         ports=NodePorts(9753, 9756, 9759),
         env={"MODE": "fast"},
         options={"nthreads": 2},
+        dask_config={"distributed": {"worker": {"memory": {"target": 0.55}}}},
     )
 
 
