@@ -20,6 +20,7 @@ from scherbelberg_dask.cloud.errors import CatalogError
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
+from scherbelberg_dask.cluster.plan import ClusterPlan
 from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
 from scherbelberg_dask.cluster.settings import ClusterSettings
 from scherbelberg_dask.ssh import SSHConnection, connect
@@ -210,6 +211,42 @@ class HetznerCluster(SpecCluster):
         prefix, remembered = _remembered_settings(prefix, kwargs.get("state_dir"))
         merged = {**remembered, **kwargs}
         return cls(prefix=prefix, asynchronous=asynchronous, _attach=True, **merged)
+
+    @classmethod
+    async def dry_run_async(
+        cls,
+        workers: int | None = None,
+        *,
+        token: str | None = None,
+        api_endpoint: str | None = None,
+        **kwargs: Any,
+    ) -> ClusterPlan:
+        """What ``HetznerCluster(workers, **kwargs)`` would create, and its price.
+
+        Every check a real create makes before it creates anything runs against the live
+        catalog (server types, with retired ones resolved to their successors, image,
+        location, and that the prefix is free) and fails the same way.  Nothing is
+        created: the API is only read.  Takes the constructor's keyword arguments.
+
+        Returns
+        -------
+        ClusterPlan
+            The servers (with the resolved types) and shared resources a create would
+            make, with hourly and monthly net prices.
+        """
+        from scherbelberg_dask.cluster.plan import plan_cluster
+
+        for key in ("security", "shutdown_on_close", "asynchronous", "loop"):
+            kwargs.pop(key, None)  # how a cluster runs, not what it is made of
+        settings = ClusterSettings.resolve(workers=workers, **kwargs)
+        return await plan_cluster(settings, token=token, endpoint=api_endpoint)
+
+    @classmethod
+    def dry_run(cls, workers: int | None = None, **kwargs: Any) -> ClusterPlan:
+        """Synchronous :meth:`dry_run_async` (also inside a running event loop)."""
+        from scherbelberg_dask.cluster.nuke import run_sync
+
+        return run_sync(cls.dry_run_async(workers, **kwargs))
 
     @classmethod
     async def attach_context(
