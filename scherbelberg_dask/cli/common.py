@@ -137,6 +137,14 @@ async def attached(prefix: str) -> AsyncIterator[ClusterContext]:
         await context.close()
 
 
+def require_operator(context: ClusterContext, action: str) -> None:
+    """Refuse ``action`` unless this machine holds the cluster's SSH key (operator or
+    owner access); the error says what access this machine has and how to get more."""
+    from scherbelberg_dask.state.access import OPERATOR, require
+
+    require(context.state, OPERATOR, action)
+
+
 def find_node(context: ClusterContext, name: str) -> Node:
     """Node ``name`` (``scheduler``, ``worker000`` or the server's full name)."""
     nodes = context.nodes

@@ -17,6 +17,7 @@ from scherbelberg_dask.cli.common import (
     find_node,
     prefix_of,
     print_json,
+    require_operator,
     table,
 )
 
@@ -208,6 +209,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
 async def _logs(prefix: str, name: str, lines: int) -> str:
     async with attached(prefix) as context:
+        require_operator(context, "read the node logs (over SSH) of")
         node = find_node(context, name)
         return await context.node_log(node.name, lines=lines)
 

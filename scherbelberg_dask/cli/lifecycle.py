@@ -15,6 +15,7 @@ from scherbelberg_dask.cli.common import (
     close_cluster,
     plural,
     prefix_of,
+    require_operator,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def run_destroy(args: argparse.Namespace) -> int:
 
 async def _destroy(prefix: str) -> dict[str, int]:
     async with attached(prefix) as context:
+        require_operator(context, "destroy")
         logger.info("Destroying cluster %s (%d servers) ...", prefix, len(context.nodes))
         async with progress.tracking(f"destroying cluster {prefix}", None, lambda: 0):
             return await context.destroy()
@@ -107,6 +109,16 @@ def run_nuke(args: argparse.Namespace) -> int:
 
 async def _nuke(prefix: str) -> dict[str, int]:
     from scherbelberg_dask.cluster.nuke import nuke_async
+    from scherbelberg_dask.state import StateDir
+    from scherbelberg_dask.state.access import DASK, AccessError, access_of
+
+    state = StateDir(prefix)
+    if await asyncio.to_thread(access_of, state) == DASK:
+        # Given Dask-only access here: do not delete the cluster by its labels either.
+        raise AccessError(
+            f"cannot nuke cluster {prefix!r}: this machine was given Dask-only access to it; "
+            f"to drop that access, delete {state.path}"
+        )
 
     async with progress.tracking(f"nuking cluster {prefix}", None, lambda: 0):
         return await nuke_async(prefix)

@@ -17,7 +17,13 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from scherbelberg_dask.cli.common import AddParser, attached, find_node, prefix_of
+from scherbelberg_dask.cli.common import (
+    AddParser,
+    attached,
+    find_node,
+    prefix_of,
+    require_operator,
+)
 
 if TYPE_CHECKING:
     from scherbelberg_dask.ssh import SSHTarget
@@ -122,6 +128,7 @@ def run_ssh(args: argparse.Namespace) -> int:
 
 async def _target(prefix: str, name: str) -> SSHTarget:
     async with attached(prefix) as context:
+        require_operator(context, "log in to (ssh)")
         return find_node(context, name).ssh
 
 
@@ -153,6 +160,7 @@ def run_scp(args: argparse.Namespace) -> int:
 async def _targets(prefix: str, paths: list[str]) -> dict[str, SSHTarget]:
     """The SSH target of every ``NODE:PATH`` among ``paths`` (others are local)."""
     async with attached(prefix) as context:
+        require_operator(context, "copy files (scp) to or from")
         found: dict[str, SSHTarget] = {}
         for path in paths:
             name, sep, _ = path.partition(":")
@@ -177,6 +185,7 @@ async def _dashboard(prefix: str, *, port: int, open_browser: bool) -> int:
     from scherbelberg_dask.ssh import connect
 
     async with attached(prefix) as context:
+        require_operator(context, "open the dashboard tunnel (over SSH) of")
         scheduler = find_node(context, "scheduler")
         remote_port = context.settings.ports.dashboard
     if scheduler.private_ip is None:

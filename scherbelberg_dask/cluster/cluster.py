@@ -387,8 +387,13 @@ class HetznerCluster(SpecCluster):
             await self.context.close()
 
     async def _open_dashboard_tunnel(self) -> None:
+        from scherbelberg_dask.state.access import DASK, access_of
+
         node = self.context.nodes.get("scheduler")
         if node is None or node.private_ip is None:
+            return
+        if await asyncio.to_thread(access_of, self.context.state) == DASK:
+            logger.info("Dask-only access: no dashboard tunnel (it needs the SSH key).")
             return
         try:
             self._tunnel_conn = await connect(node.ssh, timeout=30)
@@ -472,9 +477,39 @@ class HetznerCluster(SpecCluster):
         return logs
 
     def destroy(self) -> Any:
-        """Delete the whole cluster, also when attached with :meth:`from_existing`."""
+        """Delete the whole cluster, also when attached with :meth:`from_existing`.
+
+        Raises
+        ------
+        AccessError
+            This machine has Dask-only access to the cluster (an access bundle).
+        """
+        self._require_operator("destroy")
         self.context.owner = True
         return self.close()
+
+    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> None:
+        """Scale to ``n`` workers (or enough for ``memory``/``cores``), as Dask's.
+
+        Raises
+        ------
+        AccessError
+            This machine has Dask-only access to the cluster (an access bundle).
+        """
+        self._require_operator("scale")
+        super().scale(n, memory=memory, cores=cores)
+
+    def adapt(self, *args: Any, **kwargs: Any) -> Any:
+        """Dask's adaptive scaling (needs operator access, as :meth:`scale`)."""
+        self._require_operator("adapt")
+        return super().adapt(*args, **kwargs)
+
+    def _require_operator(self, action: str) -> None:
+        """Refuse ``action`` on a machine with Dask-only access (our guard, see
+        :mod:`scherbelberg_dask.state.access`)."""
+        from scherbelberg_dask.state.access import OPERATOR, require
+
+        require(self.context.state, OPERATOR, action)
 
     def detach(self) -> Any:
         """Close this handle but leave the cluster running (``from_existing`` finds it).

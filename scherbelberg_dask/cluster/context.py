@@ -278,7 +278,20 @@ class ClusterContext:
             contact.set_result(f"tls://{server.private_ips[0]}:{self.settings.ports.scheduler}")
 
     def node_files(self, name: str) -> dict[str, bytes]:
-        """TLS files for a node: the cluster CA and a certificate of its own."""
+        """TLS files for a node: the cluster CA and a certificate of its own.
+
+        On a machine given operator access without the CA's private key (an access
+        bundle), every node it starts gets the bundle's CA-signed node certificate.
+        """
+        if self._ca is None and not self.state.has(StateDir.CA_KEY):
+            from scherbelberg_dask.state.bundle import load_node_cert
+
+            shared = load_node_cert(self.state)
+            return {
+                "tls/ca.pem": self.state.read_bytes(StateDir.CA_CERT),
+                "tls/node.pem": shared.cert_pem,
+                "tls/node.key": shared.key_pem,
+            }
         if self._ca is None:
             self._ca = self.state.load_ca()
         ca = self._ca
