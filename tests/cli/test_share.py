@@ -1,23 +1,25 @@
 """Sharing a cluster between two "machines" (two state directories and homes).
 
 Machine A creates the cluster and shares it; machine B first only sees it, then gets
-Dask-only access; machine C gets operator access and finally destroys it.  All three use
-the same emulator (the same Hetzner project) with the same token, as teammates would.
+Dask-only access, then operator access, and finally destroys it.  Both use the same
+emulator (the same Hetzner project) with the same token, as teammates would.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import stat
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.conftest import CLI, error_lines
+from tests.cli.conftest import CLI, LineReader, error_lines, killed_on_exit
 
 pytestmark = pytest.mark.openssh
 
@@ -31,13 +33,12 @@ def _with_passphrase(machine: CLI, passphrase: str = PASSPHRASE) -> dict[str, st
 
 @pytest.fixture(scope="module")
 def machines(cli: CLI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CLI]]:
-    """A (with a running cluster of one worker), B and C (without local state)."""
+    """A (with a running cluster of one worker) and B (without local state)."""
     made = cli.run("create", "--prefix", PREFIX, "--workers", "1", timeout=240)
     assert made.returncode == 0, made.stderr
     yield {
         "A": cli,
         "B": cli.machine(tmp_path_factory.mktemp("machine-b")),
-        "C": cli.machine(tmp_path_factory.mktemp("machine-c")),
     }
     # Removes A's local state too (and the cluster, if a test failed before destroy).
     cli.run("nuke", "--prefix", PREFIX)
@@ -166,34 +167,47 @@ def test_dask_only_access_computes_but_cannot_ssh_scale_or_destroy(
 def test_operator_access_can_ssh_scale_and_destroy(
     machines: dict[str, CLI], bundles: dict[str, Path]
 ) -> None:
-    c, emulator = machines["C"], machines["A"].emulator
-    attached = c.run("attach", str(bundles["operator"]), env=_with_passphrase(c))
+    b, emulator = machines["B"], machines["A"].emulator
+    # B already has Dask-only access: trading it for operator access is explicit.
+    kept = b.run("attach", str(bundles["operator"]), env=_with_passphrase(b))
+    assert "--replace" in _one_error(kept)
+    attached = b.run("attach", str(bundles["operator"]), "--replace", env=_with_passphrase(b))
     assert attached.returncode == 0, attached.stderr
-    assert not (c.state_dir / PREFIX / "tls" / "ca.key").exists()  # not asked for
-    listing = c.run("ls", "--json")
+    assert not (b.state_dir / PREFIX / "tls" / "ca.key").exists()  # not asked for
+    listing = b.run("ls", "--json")
     (row,) = [r for r in json.loads(listing.stdout)["clusters"] if r["prefix"] == PREFIX]
     assert row["access"] == "operator"
-    ssh = c.run("ssh", "--prefix", PREFIX, "scheduler", "echo", "hello from C")
+    ssh = b.run("ssh", "--prefix", PREFIX, "scheduler", "echo", "hello from B")
     assert ssh.returncode == 0, ssh.stderr
-    assert "hello from C" in ssh.stdout
-    scaled = c.run("scale", "--prefix", PREFIX, "2", timeout=240)
+    assert "hello from B" in ssh.stdout
+    with killed_on_exit(b.popen("dashboard", "--prefix", PREFIX)) as process:
+        link = LineReader(process.stdout).wait_for("http://", timeout=60).strip()
+        with urllib.request.urlopen(link.removesuffix("/status") + "/health", timeout=30) as r:
+            assert r.read().decode().strip() == "ok"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    scaled = b.run("scale", "--prefix", PREFIX, "2", timeout=240)
     assert scaled.returncode == 0, scaled.stderr
     assert len(emulator.resources(PREFIX)["servers"]) == 3
-    # The worker C started (with the bundle's node certificate) serves Dask, for B too.
-    computed = _compute(machines["B"])
+    # The worker B started (with the bundle's node certificate) serves Dask, for A too.
+    computed = _compute(machines["A"])
     assert computed.returncode == 0, computed.stderr
-    logs = c.run("logs", "--prefix", PREFIX, "worker001")
+    assert "result 42" in computed.stdout
+    logs = b.run("logs", "--prefix", PREFIX, "worker001")
     assert logs.returncode == 0, logs.stderr
-    # Sharing on needs the CA key, which C was not given.
-    relayed = c.run(
-        "share", "--prefix", PREFIX, "--to", str(c.state_dir.parent / "relay.bundle"),
-        env=_with_passphrase(c),
+    down = b.run("scale", "--prefix", PREFIX, "1", timeout=240)
+    assert down.returncode == 0, down.stderr
+    assert len(emulator.resources(PREFIX)["servers"]) == 2
+    # Sharing on needs the CA key, which B was not given.
+    relayed = b.run(
+        "share", "--prefix", PREFIX, "--to", str(b.state_dir.parent / "relay.bundle"),
+        env=_with_passphrase(b),
     )  # fmt: skip
     assert "CA key" in _one_error(relayed)
-    destroyed = c.run("destroy", "--prefix", PREFIX)
+    destroyed = b.run("destroy", "--prefix", PREFIX)
     assert destroyed.returncode == 0, destroyed.stderr
     assert not any(emulator.resources(PREFIX).values())
-    assert not (c.state_dir / PREFIX).exists()
+    assert not (b.state_dir / PREFIX).exists()
     # A still holds its state; ls says the cluster is gone from the project.
     gone = machines["A"].run("ls", "--json")
     assert PREFIX in json.loads(gone.stdout)["stale_local_state"]
