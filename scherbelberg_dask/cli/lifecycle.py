@@ -136,7 +136,11 @@ def run_scale(args: argparse.Namespace) -> int:
 
 async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
     from scherbelberg_dask.cluster.cluster import HetznerCluster
+    from scherbelberg_dask.state import StateDir
+    from scherbelberg_dask.state.access import OPERATOR, require
 
+    # Before connecting to anything: a machine with Dask-only access may not scale.
+    await asyncio.to_thread(require, StateDir(prefix), OPERATOR, "scale")
     # Without the option, the cluster's own setting (remembered at create) applies.
     options = {} if retired_types is None else {"retired_types": retired_types}
     cluster = HetznerCluster.from_existing(prefix, asynchronous=True, **options)

@@ -162,6 +162,8 @@ def run_attach(args: argparse.Namespace) -> int:
         if bundle.kind == "dask"
         else "from_existing, ls, ssh, logs, dashboard, scale and destroy"
     )
+    if bundle.scheduler_address:
+        logger.info("Its scheduler was at %s when shared.", bundle.scheduler_address)
     print(
         f"attached cluster {bundle.prefix} with {what} access ({allows}); see it with "
         f"'{PROG} ls --prefix {bundle.prefix}' (this machine's HCLOUD_TOKEN is used)"

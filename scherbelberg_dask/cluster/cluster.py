@@ -203,7 +203,8 @@ class HetznerCluster(SpecCluster):
     def from_existing(
         cls, prefix: str | None = None, *, asynchronous: bool = False, **kwargs: Any
     ) -> HetznerCluster:
-        """Attach to a running cluster created by another process (on this machine).
+        """Attach to a running cluster created by another process (on this machine, or
+        on another that shared it with ``scherbelberg-dask share``/``attach``).
 
         The worker spec is rebuilt from the labelled servers, so ``scale`` and ``adapt``
         keep working.  ``close()`` leaves the cluster running; ``destroy()`` removes it.
