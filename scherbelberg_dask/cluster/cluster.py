@@ -20,7 +20,7 @@ from scherbelberg_dask.cloud.errors import CatalogError
 from scherbelberg_dask.cluster.context import ClusterContext
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
-from scherbelberg_dask.cluster.plan import ClusterPlan
+from scherbelberg_dask.cluster.plan import ClusterPlan, plan_cluster
 from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
 from scherbelberg_dask.cluster.settings import ClusterSettings
 from scherbelberg_dask.ssh import SSHConnection, connect
@@ -235,8 +235,6 @@ class HetznerCluster(SpecCluster):
             The servers (with the resolved types) and shared resources a create would
             make, with hourly and monthly net prices.
         """
-        from scherbelberg_dask.cluster.plan import plan_cluster
-
         for key in ("security", "shutdown_on_close", "asynchronous", "loop"):
             kwargs.pop(key, None)  # how a cluster runs, not what it is made of
         settings = ClusterSettings.resolve(workers=workers, **kwargs)
