@@ -8,6 +8,7 @@ Verbs live in their own modules: :mod:`~scherbelberg_dask.cli.create`,
 :mod:`~scherbelberg_dask.cli.inspect` (``ls``, ``logs``, ``catalog``),
 :mod:`~scherbelberg_dask.cli.remote` (``ssh``, ``scp``, ``dashboard``),
 :mod:`~scherbelberg_dask.cli.lifecycle` (``destroy``, ``nuke``, ``scale``),
+:mod:`~scherbelberg_dask.cli.share` (``share``, ``attach``),
 :mod:`~scherbelberg_dask.cli.demo` and the emulator's own CLI;
 :mod:`~scherbelberg_dask.cli.dask_command` makes all of it ``dask hetzner VERB``.
 """
@@ -19,7 +20,7 @@ import logging
 import sys
 
 from scherbelberg_dask._version import __version__
-from scherbelberg_dask.cli import create, demo, inspect, lifecycle, remote, script
+from scherbelberg_dask.cli import create, demo, inspect, lifecycle, remote, script, share
 from scherbelberg_dask.cli.common import PROG, cluster_parent, common_parent
 from scherbelberg_dask.cli.logs import LEVELS, setup_logging
 from scherbelberg_dask.errors import UserError
@@ -67,6 +68,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     inspect.register(verbs.add_parser, on_cluster)
     remote.register(verbs.add_parser, on_cluster)
     lifecycle.register(verbs.add_parser, on_cluster)
+    share.register(verbs.add_parser, on_cluster, [common])
     inspect.register_catalog(verbs.add_parser, [common])
     script.register(verbs.add_parser, [common])
 

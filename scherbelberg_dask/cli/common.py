@@ -127,6 +127,14 @@ async def attached(prefix: str) -> AsyncIterator[Provisioner]:
         await provisioner.close()
 
 
+def require_operator(provisioner: Provisioner, action: str) -> None:
+    """Refuse ``action`` unless this machine holds the cluster's SSH key (operator or
+    owner access); the error says what access this machine has and how to get more."""
+    from scherbelberg_dask.state.access import OPERATOR, require
+
+    require(provisioner.state, OPERATOR, action)
+
+
 def find_node(provisioner: Provisioner, name: str) -> Node:
     """Node ``name`` (``scheduler``, ``worker000`` or the server's full name)."""
     nodes = provisioner.nodes

@@ -86,6 +86,14 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
             "network that may reach SSH and the scheduler port (repeatable)", "allowed-cidrs"
         ),
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=(
+            "check everything against the live catalog as a create does, print what would "
+            "be created and its hourly and monthly price, and create nothing"
+        ),
+    )
     for key, what in TIMEOUTS.items():
         parser.add_argument(
             f"--timeout-{key}",
@@ -129,8 +137,7 @@ async def _create(args: argparse.Namespace) -> int:
     timeouts = {
         key: value for key in TIMEOUTS if (value := getattr(args, f"timeout_{key}")) is not None
     }
-    cluster = HetznerCluster(
-        workers=args.workers,
+    options = dict(
         prefix=prefix_of(args),
         scheduler_type=args.scheduler_type,
         worker_type=args.worker_type,
@@ -140,8 +147,14 @@ async def _create(args: argparse.Namespace) -> int:
         allowed_cidrs=args.allowed_cidrs,
         packages=args.packages,
         timeouts=timeouts or None,
-        shutdown_on_close=False,
-        asynchronous=True,
+    )
+    if args.dry_run:
+        plan = await HetznerCluster.dry_run_async(args.workers, **options)
+        print(plan.describe())
+        print("Dry run: nothing was created. Create it with the same options without --dry-run.")
+        return 0
+    cluster = HetznerCluster(
+        workers=args.workers, shutdown_on_close=False, asynchronous=True, **options
     )
     prefix = cluster.prefix
     wanted = cluster.settings.workers

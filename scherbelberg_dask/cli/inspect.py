@@ -17,6 +17,7 @@ from scherbelberg_dask.cli.common import (
     find_node,
     prefix_of,
     print_json,
+    require_operator,
     table,
 )
 from scherbelberg_dask.errors import SettingsError
@@ -33,11 +34,15 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
     ls = add_parser(
         "ls",
         parents=parents,
-        help="list a cluster's nodes, their cost, and how to reach Dask",
+        help="list every cluster of the project, or one cluster's nodes (--prefix)",
         description=(
-            "List the nodes of a running cluster: name, role, server status, type, "
-            "location, public and private IP, uptime, hourly price and cost so far; then "
-            "how to reach the scheduler and its dashboard. Works while Dask is down."
+            "Without --prefix: every cluster of the Hetzner project, found by its labels "
+            "(also on a machine without local state): state, scheduler and worker types, "
+            "location, age, EUR per hour, cost so far, and whether this machine can "
+            "operate it. With --prefix: the nodes of that cluster: name, role, server "
+            "status, type, location, public and private IP, uptime, hourly price and cost "
+            "so far; then how to reach the scheduler and its dashboard. Works while Dask "
+            "is down."
         ),
     )
     ls.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -81,7 +86,11 @@ def register_catalog(add_parser: AddParser, parents: list[argparse.ArgumentParse
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    """List the cluster; return the exit status."""
+    """List the cluster (every cluster without ``--prefix``); return the exit status."""
+    if args.prefix is None:
+        from scherbelberg_dask.cli.listing import ls_all
+
+        return asyncio.run(ls_all(as_json=args.json))
     return asyncio.run(_ls(prefix_of(args), as_json=args.json))
 
 
@@ -200,6 +209,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
 async def _logs(prefix: str, name: str, lines: int) -> str:
     async with attached(prefix) as provisioner:
+        require_operator(provisioner, "read the node logs (over SSH) of")
         node = find_node(provisioner, name)
         return await provisioner.node_log(node.name, lines=lines)
 

@@ -15,6 +15,7 @@ from scherbelberg_dask.cli.common import (
     close_cluster,
     plural,
     prefix_of,
+    require_operator,
 )
 from scherbelberg_dask.errors import SettingsError
 
@@ -90,6 +91,7 @@ def run_destroy(args: argparse.Namespace) -> int:
 
 async def _destroy(prefix: str) -> dict[str, int]:
     async with attached(prefix) as provisioner:
+        require_operator(provisioner, "destroy")
         logger.info("Destroying cluster %s (%d servers) ...", prefix, len(provisioner.nodes))
         async with progress.tracking(f"destroying cluster {prefix}", None, lambda: 0):
             return await provisioner.destroy()
@@ -108,6 +110,16 @@ def run_nuke(args: argparse.Namespace) -> int:
 
 async def _nuke(prefix: str) -> dict[str, int]:
     from scherbelberg_dask.cluster.nuke import nuke_async
+    from scherbelberg_dask.state import StateDir
+    from scherbelberg_dask.state.access import DASK, AccessError, access_of
+
+    state = StateDir(prefix)
+    if await asyncio.to_thread(access_of, state) == DASK:
+        # Given Dask-only access here: do not delete the cluster by its labels either.
+        raise AccessError(
+            f"cannot nuke cluster {prefix!r}: this machine was given Dask-only access to it; "
+            f"to drop that access, delete {state.path}"
+        )
 
     async with progress.tracking(f"nuking cluster {prefix}", None, lambda: 0):
         return await nuke_async(prefix)
@@ -125,7 +137,11 @@ def run_scale(args: argparse.Namespace) -> int:
 
 async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
     from scherbelberg_dask.cluster.cluster import HetznerCluster
+    from scherbelberg_dask.state import StateDir
+    from scherbelberg_dask.state.access import OPERATOR, require
 
+    # Before connecting to anything: a machine with Dask-only access may not scale.
+    await asyncio.to_thread(require, StateDir(prefix), OPERATOR, "scale")
     # Without the option, the cluster's own setting (remembered at create) applies.
     options = {} if retired_types is None else {"retired_types": retired_types}
     cluster = HetznerCluster.from_existing(prefix, asynchronous=True, **options)

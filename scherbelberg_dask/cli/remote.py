@@ -17,7 +17,13 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from scherbelberg_dask.cli.common import AddParser, attached, find_node, prefix_of
+from scherbelberg_dask.cli.common import (
+    AddParser,
+    attached,
+    find_node,
+    prefix_of,
+    require_operator,
+)
 from scherbelberg_dask.errors import (
     NodeNotFoundError,
     SettingsError,
@@ -128,6 +134,7 @@ def run_ssh(args: argparse.Namespace) -> int:
 
 async def _target(prefix: str, name: str) -> SSHTarget:
     async with attached(prefix) as provisioner:
+        require_operator(provisioner, "log in to (ssh)")
         return find_node(provisioner, name).ssh
 
 
@@ -159,6 +166,7 @@ def run_scp(args: argparse.Namespace) -> int:
 async def _targets(prefix: str, paths: list[str]) -> dict[str, SSHTarget]:
     """The SSH target of every ``NODE:PATH`` among ``paths`` (others are local)."""
     async with attached(prefix) as provisioner:
+        require_operator(provisioner, "copy files (scp) to or from")
         found: dict[str, SSHTarget] = {}
         for path in paths:
             name, sep, _ = path.partition(":")
@@ -183,6 +191,7 @@ async def _dashboard(prefix: str, *, port: int, open_browser: bool) -> int:
     from scherbelberg_dask.ssh import connect
 
     async with attached(prefix) as provisioner:
+        require_operator(provisioner, "open the dashboard tunnel (over SSH) of")
         scheduler = find_node(provisioner, "scheduler")
         remote_port = provisioner.settings.ports.dashboard
     if scheduler.private_ip is None:

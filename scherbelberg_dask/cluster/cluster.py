@@ -26,6 +26,7 @@ from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.cloudprovider_compat import apply_keywords
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.nuke import nuke as _nuke
+from scherbelberg_dask.cluster.plan import ClusterPlan, plan_cluster
 from scherbelberg_dask.cluster.processes import HetznerScheduler, HetznerWorker
 from scherbelberg_dask.cluster.provisioner import Ownership, Provisioner
 from scherbelberg_dask.cluster.settings import ClusterSettings
@@ -194,7 +195,8 @@ class HetznerCluster(SpecCluster):
     def from_existing(
         cls, prefix: str | None = None, *, asynchronous: bool = False, **kwargs: Any
     ) -> HetznerCluster:
-        """Attach to a running cluster created by another process (on this machine).
+        """Attach to a running cluster created by another process (on this machine, or
+        on another that shared it with ``scherbelberg-dask share``/``attach``).
 
         The worker spec is rebuilt from the labelled servers, so ``scale`` and ``adapt``
         keep working.  ``close()`` leaves the cluster running; ``destroy()`` removes it.
@@ -202,6 +204,40 @@ class HetznerCluster(SpecCluster):
         prefix, remembered = _remembered_settings(prefix, kwargs.get("state_dir"))
         merged = {**remembered, **kwargs}
         return cls(prefix=prefix, asynchronous=asynchronous, _attach=True, **merged)
+
+    @classmethod
+    async def dry_run_async(
+        cls,
+        workers: int | None = None,
+        *,
+        token: str | None = None,
+        api_endpoint: str | None = None,
+        **kwargs: Any,
+    ) -> ClusterPlan:
+        """What ``HetznerCluster(workers, **kwargs)`` would create, and its price.
+
+        Every check a real create makes before it creates anything runs against the live
+        catalog (server types, with retired ones resolved to their successors, image,
+        location, and that the prefix is free) and fails the same way.  Nothing is
+        created: the API is only read.  Takes the constructor's keyword arguments.
+
+        Returns
+        -------
+        ClusterPlan
+            The servers (with the resolved types) and shared resources a create would
+            make, with hourly and monthly net prices.
+        """
+        for key in ("security", "shutdown_on_close", "asynchronous", "loop"):
+            kwargs.pop(key, None)  # how a cluster runs, not what it is made of
+        settings = ClusterSettings.resolve(workers=workers, **kwargs)
+        return await plan_cluster(settings, token=token, endpoint=api_endpoint)
+
+    @classmethod
+    def dry_run(cls, workers: int | None = None, **kwargs: Any) -> ClusterPlan:
+        """Synchronous :meth:`dry_run_async` (also inside a running event loop)."""
+        from scherbelberg_dask.cluster.nuke import run_sync
+
+        return run_sync(cls.dry_run_async(workers, **kwargs))
 
     @classmethod
     async def attach_context(
@@ -312,8 +348,13 @@ class HetznerCluster(SpecCluster):
             }
 
     async def _open_dashboard_tunnel(self) -> None:
+        from scherbelberg_dask.state.access import DASK, access_of
+
         node = self.provisioner.nodes.get("scheduler")
         if node is None or node.private_ip is None:
+            return
+        if await asyncio.to_thread(access_of, self.provisioner.state) == DASK:
+            logger.info("Dask-only access: no dashboard tunnel (it needs the SSH key).")
             return
         try:
             self._tunnel_conn = await connect(node.ssh, timeout=30)
@@ -406,9 +447,39 @@ class HetznerCluster(SpecCluster):
         return logs
 
     def destroy(self) -> Any:
-        """Delete the whole cluster, also when attached with :meth:`from_existing`."""
+        """Delete the whole cluster, also when attached with :meth:`from_existing`.
+
+        Raises
+        ------
+        AccessError
+            This machine has Dask-only access to the cluster (an access bundle).
+        """
+        self._require_operator("destroy")
         self.provisioner.ownership = Ownership.OWNED
         return self.close()
+
+    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> None:
+        """Scale to ``n`` workers (or enough for ``memory``/``cores``), as Dask's.
+
+        Raises
+        ------
+        AccessError
+            This machine has Dask-only access to the cluster (an access bundle).
+        """
+        self._require_operator("scale")
+        super().scale(n, memory=memory, cores=cores)
+
+    def adapt(self, *args: Any, **kwargs: Any) -> Any:
+        """Dask's adaptive scaling (needs operator access, as :meth:`scale`)."""
+        self._require_operator("adapt")
+        return super().adapt(*args, **kwargs)
+
+    def _require_operator(self, action: str) -> None:
+        """Refuse ``action`` on a machine with Dask-only access (our guard, see
+        :mod:`scherbelberg_dask.state.access`)."""
+        from scherbelberg_dask.state.access import OPERATOR, require
+
+        require(self.provisioner.state, OPERATOR, action)
 
     def detach(self) -> Any:
         """Close this handle but leave the cluster running (``from_existing`` finds it).

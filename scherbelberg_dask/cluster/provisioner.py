@@ -231,8 +231,16 @@ class Provisioner:
             # An attached cluster only ever makes new workers: its scheduler exists.
             self._adopt(resolved, warn=("worker",))
 
-    async def create(self) -> None:
-        """Make the cluster's secrets and shared cloud resources; this process owns it."""
+    async def check_new(self) -> None:
+        """Every check a create makes before it makes anything (also a dry run's).
+
+        Raises
+        ------
+        CatalogError
+            A type, image or location the cloud refuses (see :meth:`validate`).
+        ClusterExistsError
+            The prefix has resources in the project already.
+        """
         await self.validate()
         existing = await find_resources(self.cloud, self.prefix)
         if any(existing.values()):
@@ -241,6 +249,10 @@ class Provisioner:
                 f"HetznerCluster.from_existing({self.prefix!r}), or remove it with "
                 f"destroy/nuke, or choose another prefix"
             )
+
+    async def create(self) -> None:
+        """Make the cluster's secrets and shared cloud resources; this process owns it."""
+        await self.check_new()
         self.ownership = Ownership.OWNED
         self._secrets = await ClusterSecrets.create(self.state, self.prefix)
         await asyncio.to_thread(

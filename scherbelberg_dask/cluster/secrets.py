@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
-from scherbelberg_dask.security.tls import ClusterCA
+from scherbelberg_dask.security.tls import CertKeyPair, ClusterCA
 from scherbelberg_dask.state.statedir import StateDir
 
 
@@ -25,12 +25,20 @@ class ClusterSecrets:
     ----------
     authorized_key
         The cluster key's public OpenSSH line.
+    ca_cert_pem
+        The cluster CA's certificate.
     ca
-        The cluster's TLS certificate authority (with its private key).
+        The cluster's TLS certificate authority with its private key, or ``None`` on a
+        machine given operator access without it (an access bundle; docs/sharing.md).
+    shared_node_cert
+        That bundle's CA-signed node certificate, which every node such a machine
+        starts gets (``None`` where the CA is here).
     """
 
     authorized_key: str
-    ca: ClusterCA
+    ca_cert_pem: bytes
+    ca: ClusterCA | None
+    shared_node_cert: CertKeyPair | None = None
 
     @classmethod
     async def create(cls, state: StateDir, prefix: str) -> ClusterSecrets:
@@ -43,24 +51,35 @@ class ClusterSecrets:
             ca = ClusterCA.create(prefix)
             state.save_ca(ca)
             state.save_client_cert(ca.issue("client", server=False))
-            return cls(ssh_key.public_openssh, ca)
+            return cls(ssh_key.public_openssh, ca.cert_pem, ca)
 
         return await asyncio.to_thread(make)
 
     @classmethod
     async def load(cls, state: StateDir) -> ClusterSecrets:
-        """The secrets a cluster's creator stored on this machine."""
+        """The secrets stored on this machine (by the creator, or by an access bundle)."""
 
         def read() -> ClusterSecrets:
-            return cls(state.load_ssh_key().public_openssh, state.load_ca())
+            key = state.load_ssh_key().public_openssh
+            if state.has(StateDir.CA_KEY):
+                ca = state.load_ca()
+                return cls(key, ca.cert_pem, ca)
+            from scherbelberg_dask.state.bundle import load_node_cert
+
+            return cls(key, state.read_bytes(StateDir.CA_CERT), None, load_node_cert(state))
 
         return await asyncio.to_thread(read)
 
     async def node_tls(self, common_name: str) -> dict[str, bytes]:
         """TLS files for a node: the CA and a certificate of its own, by relative path."""
-        pair = await asyncio.to_thread(self.ca.issue, common_name)
+        if self.ca is not None:
+            pair = await asyncio.to_thread(self.ca.issue, common_name)
+        elif self.shared_node_cert is not None:
+            pair = self.shared_node_cert
+        else:
+            raise RuntimeError("neither the cluster's CA nor a shared node certificate is here")
         return {
-            "tls/ca.pem": self.ca.cert_pem,
+            "tls/ca.pem": self.ca_cert_pem,
             "tls/node.pem": pair.cert_pem,
             "tls/node.key": pair.key_pem,
         }

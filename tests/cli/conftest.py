@@ -134,6 +134,13 @@ class CLI:
     env: dict[str, str]
     state_dir: Path
 
+    def machine(self, home: Path) -> CLI:
+        """The same CLI on another "machine": its own state directory and HOME."""
+        state_dir, user_home = home / "state", home / "home"
+        user_home.mkdir(parents=True, exist_ok=True)
+        env = {**self.env, "DASK_SCHERBELBERG__STATE_DIR": str(state_dir), "HOME": str(user_home)}
+        return CLI(self.emulator, env, state_dir)
+
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "scherbelberg_dask", *args]
 

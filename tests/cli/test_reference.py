@@ -46,7 +46,8 @@ def test_the_seed_verbs_and_flags_exist() -> None:
     flags = {f for a in verbs["create"]._actions for f in a.option_strings}
     assert {"--workers", "--worker", "--scheduler", "--image", "--location", "--prefix"} <= flags
     for name, parser in verbs.items():
-        if name not in ("emulator", "demo", "catalog", "bootstrap-script"):
+        # attach: the cluster is named by the bundle it installs.
+        if name not in ("emulator", "demo", "catalog", "bootstrap-script", "attach"):
             assert "--prefix" in {f for a in parser._actions for f in a.option_strings}, name
 
 
