@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -247,3 +248,19 @@ def killed_on_exit(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def compute_from_existing(cli: CLI, prefix: str) -> subprocess.CompletedProcess[str]:
+    """Attach to cluster ``prefix`` from a new Python process and compute 1 + 2 + 39 there
+    (the process prints ``result 42``)."""
+    code = textwrap.dedent(
+        f"""
+        from distributed import Client
+        from scherbelberg_dask import HetznerCluster
+        cluster = HetznerCluster.from_existing({prefix!r})
+        with Client(cluster) as client:
+            print("result", client.submit(sum, [1, 2, 39]).result(timeout=60))
+        cluster.close()
+        """
+    )
+    return cli.run_argv([sys.executable, "-c", code])

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import stat
-import sys
-import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import CLI, LineReader, error_lines, killed_on_exit
+from tests.cli.conftest import (
+    CLI,
+    LineReader,
+    compute_from_existing,
+    error_lines,
+    killed_on_exit,
+)
 
 pytestmark = pytest.mark.openssh
 
@@ -63,17 +67,7 @@ def bundles(machines: dict[str, CLI], tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _compute(machine: CLI) -> Any:
-    code = textwrap.dedent(
-        f"""
-        from distributed import Client
-        from scherbelberg_dask import HetznerCluster
-        cluster = HetznerCluster.from_existing({PREFIX!r})
-        with Client(cluster) as client:
-            print("result", client.submit(sum, [1, 2, 39]).result(timeout=60))
-        cluster.close()
-        """
-    )
-    return machine.run_argv([sys.executable, "-c", code])
+    return compute_from_existing(machine, PREFIX)
 
 
 def _one_error(result: Any) -> str:

@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import sys
-import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,14 @@ import pytest
 
 from scherbelberg_dask.security import SSHKeyPair
 from scherbelberg_dask.state import StateDir
-from tests.cli.conftest import CLI, LOG_LINE, LineReader, error_lines, killed_on_exit
+from tests.cli.conftest import (
+    CLI,
+    LOG_LINE,
+    LineReader,
+    compute_from_existing,
+    error_lines,
+    killed_on_exit,
+)
 
 pytestmark = pytest.mark.openssh
 
@@ -74,17 +80,7 @@ def test_create_exits_and_leaves_the_cluster_running(cli: CLI, created: Any) -> 
 
 
 def test_cluster_is_usable_from_another_python_process(cli: CLI, created: Any) -> None:
-    code = textwrap.dedent(
-        f"""
-        from distributed import Client
-        from scherbelberg_dask import HetznerCluster
-        cluster = HetznerCluster.from_existing({PREFIX!r})
-        with Client(cluster) as client:
-            print("result", client.submit(sum, [1, 2, 39]).result(timeout=60))
-        cluster.close()
-        """
-    )
-    result = cli.run_argv([sys.executable, "-c", code])
+    result = compute_from_existing(cli, PREFIX)
     assert result.returncode == 0, result.stderr
     assert "result 42" in result.stdout
     assert len(cli.emulator.resources(PREFIX)["servers"]) == 2
