@@ -229,7 +229,15 @@ class HetznerCluster(SpecCluster):
         """
         for key in ("security", "shutdown_on_close", "asynchronous", "loop"):
             kwargs.pop(key, None)  # how a cluster runs, not what it is made of
-        settings = ClusterSettings.resolve(workers=workers, **kwargs)
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in ClusterSettings.argument_names()}
+        # What is left are dask-cloudprovider's keywords, translated as the constructor does.
+        workers, ours["scheduler_type"], ours["worker_type"] = apply_keywords(
+            kwargs,
+            workers=workers,
+            scheduler_type=ours.get("scheduler_type"),
+            worker_type=ours.get("worker_type"),
+        )
+        settings = ClusterSettings.resolve(workers=workers, **ours)
         return await plan_cluster(settings, token=token, endpoint=api_endpoint)
 
     @classmethod

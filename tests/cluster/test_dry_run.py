@@ -21,6 +21,18 @@ def test_dry_run_returns_the_plan_with_prices(cloud: Emulator) -> None:
     assert_nothing_left(cloud)
 
 
+def test_dry_run_takes_dask_cloudprovider_keywords(cloud: Emulator) -> None:
+    plan = HetznerCluster.dry_run(prefix="plan", n_workers=2, server_type="cpx22")
+    assert [(n.role, n.server_type) for n in plan.nodes] == [
+        ("scheduler", "cpx22"),
+        ("worker", "cpx22"),
+        ("worker", "cpx22"),
+    ]
+    with pytest.raises(TypeError, match="no_such_keyword"):
+        HetznerCluster.dry_run(1, prefix="plan", no_such_keyword=1)
+    assert_nothing_left(cloud)
+
+
 @pytest.mark.parametrize(
     "arguments", [{"worker_type": "cx99"}, {"location": "atlantis"}, {"image": "ubuntu-20.04"}]
 )
