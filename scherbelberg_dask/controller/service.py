@@ -179,7 +179,20 @@ class Controller:
             shutdown_on_close=False,
         )
         await cluster
+        await self._discard_unregistered(cluster)
         return cluster
+
+    async def _discard_unregistered(self, cluster: Any) -> None:
+        """Delete worker servers without a Dask worker: left half set up by a process
+        that died while starting them (this controller before a restart, a killed
+        client).  Nobody else finishes them, and they would bill forever."""
+        registered = {w.get("name") for w in cluster.scheduler_info["workers"].values()}
+        stale = sorted(name for name in cluster.worker_spec if name not in registered)
+        for name in stale:
+            logger.warning("Worker %s never joined the scheduler; deleting its server.", name)
+            cluster.worker_spec.pop(name, None)
+            cluster.workers.pop(name, None)
+            await cluster.provisioner.delete(name)
 
     async def _release(self) -> None:
         """Stop adapting and let go of the cluster handle, after its last correction."""

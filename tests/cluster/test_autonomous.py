@@ -4,12 +4,16 @@ cluster and deletes it when idle or too old, with the creating process gone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import dask.config
 import pytest
 from distributed import Client
@@ -100,3 +104,125 @@ async def test_survives_its_creator_killed(cloud, tmp_path) -> None:  # type: ig
     await _wait_for(lambda: count_left(cloud, "orphan") == 0, 180, cloud)  # ... and away
     assert 1 <= len(seen) <= 3
     assert_nothing_left(cloud, "orphan")
+
+
+async def _status(cluster: Any) -> dict[str, Any]:
+    return await cluster.autonomy()  # type: ignore[no-any-return]
+
+
+async def _wait_status(cluster: Any, predicate: Any, cloud: Any, timeout: float = 60) -> dict:
+    """The controller's first published status that satisfies ``predicate``."""
+
+    async def poll() -> dict[str, Any]:
+        while True:
+            status = await _status(cluster)
+            if status is not None and predicate(status):
+                return status
+            await asyncio.sleep(0.1)
+
+    try:
+        return await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        print(_controller_logs(cloud))
+        raise
+
+
+async def test_max_lifetime_deletes_a_busy_cluster(cloud, fast_controller) -> None:  # type: ignore[no-untyped-def]
+    cluster = await HetznerCluster(
+        workers=1,
+        prefix="old",
+        autonomous=True,
+        idle_timeout="off",
+        max_lifetime="6s",
+        asynchronous=True,
+    )
+    client = await Client(cluster, asynchronous=True)
+    busy = client.submit(time.sleep, 600)  # never done before the lifetime is up
+    status = await _wait_status(cluster, lambda s: s["tasks"] == 1, cloud)
+    assert status["clients"] >= 1 and status["idle_since"] is None
+    await _wait_for(lambda: count_left(cloud, "old") == 0, cloud=cloud)
+    del busy
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.close(), 10)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(cluster.detach(), 10)
+    assert_nothing_left(cloud, "old")
+
+
+def _files_with(root: Path, secret: str, skip: str) -> list[Path]:
+    """Files below ``root`` that contain ``secret``, except below directories ``skip``."""
+    found = []
+    for path in root.rglob("*"):
+        if skip in path.parts or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            if secret.encode() in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def _environment(dask_worker: Any = None, dask_scheduler: Any = None) -> str:
+    return "\n".join(f"{k}={v}" for k, v in os.environ.items())
+
+
+# The nodes do not have this test module: its functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+async def test_handoff_restart_and_token(cloud, fast_controller) -> None:  # type: ignore[no-untyped-def]
+    """One cluster: the controller adapts, survives a restart, keeps the token to
+    itself, and yields to an attached client's ``scale``."""
+    from scherbelberg_dask.bootstrap.profiles import CONTROLLER_DIR, CONTROLLER_USER
+
+    token = os.environ["HCLOUD_TOKEN"]
+    cluster = await HetznerCluster(
+        workers=0, prefix="ctl", autonomous=True, idle_timeout="off", asynchronous=True
+    )
+    try:
+        await cluster.adapt(minimum=1, maximum=2, interval="200ms", wait_count=3)
+        await _wait_for(lambda: len(_workers(cloud, "ctl")) == 1, cloud=cloud)
+        before = await _wait_status(cluster, lambda s: s["adapting"], cloud)
+        assert before["driver"] == "controller" and before["adapt"]["maximum"] == 2
+        assert before["package"].endswith("scherbelberg_dask.zip/scherbelberg_dask")
+
+        # A restart of the controller (killed: the service manager starts it again).
+        os.kill(before["pid"], signal.SIGKILL)
+        after = await _wait_status(
+            cluster, lambda s: s["started"] != before["started"] and s["adapting"], cloud
+        )
+        for key in ("generation", "driver", "adapt", "idle_timeout", "idle_since", "created"):
+            assert after[key] == before[key], key
+
+        # The token: in the controller's own 0600 file, nowhere else on any node, not in
+        # the environment of the scheduler or of a worker.
+        root = Path(cloud.directory)
+        home = f"*/home/{CONTROLLER_USER}/{CONTROLLER_DIR}"
+        token_files = await asyncio.to_thread(lambda: list(root.glob(f"{home}/hcloud-token")))
+        assert len(token_files) == 1
+        assert stat.S_IMODE(token_files[0].stat().st_mode) == 0o600
+        assert await asyncio.to_thread(_files_with, root, token, CONTROLLER_USER) == []
+        async with Client(cluster, asynchronous=True) as client:
+            await client.wait_for_workers(1, timeout=60)
+            environments = await client.run(_environment)
+            environments["scheduler"] = await client.run_on_scheduler(_environment)
+        assert len(environments) == 2
+        assert all(token not in text for text in environments.values())
+
+        # An attached client's scale takes over; the controller stops adapting.
+        other = await HetznerCluster.from_existing("ctl", asynchronous=True)
+        try:
+            await other.scale(2)
+            await _wait_for(lambda: len(_workers(cloud, "ctl")) == 2, cloud=cloud)
+            taken = await _wait_status(cluster, lambda s: s["driver"] == "client", cloud)
+            assert not taken["adapting"]
+            # Later rounds of the controller leave the client's two workers alone (its
+            # own policy, minimum 1 without work, would retire one).
+            await _wait_status(cluster, lambda s: s["now"] > taken["now"] + 2, cloud)
+            assert len(_workers(cloud, "ctl")) == 2
+        finally:
+            await other.close()
+    finally:
+        await cluster.close()
+    assert_nothing_left(cloud, "ctl")
