@@ -22,7 +22,13 @@ from scherbelberg_dask.bootstrap.profiles import BootstrapProfile, profile_for_i
 from scherbelberg_dask.cloud.catalog import Catalog, ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
 from scherbelberg_dask.cloud.errors import CatalogError
-from scherbelberg_dask.cloud.labels import NODE, ROLE, cluster_labels, cluster_selector
+from scherbelberg_dask.cloud.labels import (
+    AUTONOMOUS,
+    NODE,
+    ROLE,
+    cluster_labels,
+    cluster_selector,
+)
 from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
 from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.node import Node, dask_address
@@ -433,7 +439,10 @@ class Provisioner:
             server_type=self.server_type(role).name,
             image=settings.image,
             location=settings.location,
-            labels=cluster_labels(self.prefix, role, name),
+            labels={
+                **cluster_labels(self.prefix, role, name),
+                **({AUTONOMOUS: "true"} if controller else {}),
+            },
             user_data=user_data,
             ssh_key_ids=(resources.ssh_key_id,),
             network_ids=(resources.network_id,),

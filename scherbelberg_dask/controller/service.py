@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scherbelberg_dask.cloud.labels import DELETE_AT, IDLE_SINCE
 from scherbelberg_dask.controller.probe import (
     DIRECTIVE_KEY,
     STATUS_KEY,
@@ -90,6 +91,8 @@ class Controller:
         self._scheduler_address: str | None = None
         self._security: Any = None
         self._tearing_down = False
+        self._labels: dict[str, str] | None = None
+        self._labelled_at = 0.0
 
     @property
     def directive(self) -> Directive:
@@ -133,6 +136,7 @@ class Controller:
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             async with self._rpc() as comm:
                 await set_metadata(comm, STATUS_KEY, self.status(now, seen, reason))
+        await self._label(now)
         if reason is None:
             return False
         logger.warning("Deleting cluster %s: %s.", self.spec.prefix, reason)
@@ -249,6 +253,37 @@ class Controller:
             "package": _package_path(),
         }
 
+    async def _label(self, now: float) -> None:
+        """Keep the scheduler server's labels current for ``ls`` (idle since, delete at),
+        at most once a minute unless a value appears or goes."""
+        deadlines = [d for d in self.deadlines().values() if d is not None]
+        wanted = {
+            IDLE_SINCE: _label_time(self.state.idle_since),
+            DELETE_AT: _label_time(min(deadlines) if deadlines else None),
+        }
+        last = self._labels or {}
+        if self._labels == wanted:
+            return
+        recent = self._labels is not None and now - self._labelled_at < 60
+        if recent and all((last.get(k) == "none") == (v == "none") for k, v in wanted.items()):
+            return  # only the times moved: not worth an API call yet
+        from scherbelberg_dask.cloud.client import CloudClient
+        from scherbelberg_dask.cloud.labels import cluster_selector
+
+        cloud = CloudClient(self._token, self.spec.endpoint)
+        try:
+            for server in await cloud.find(
+                "servers", cluster_selector(self.spec.prefix, "scheduler")
+            ):
+                labels = {**server["labels"], **wanted}
+                await cloud.request("PUT", f"/servers/{server['id']}", json={"labels": labels})
+        except Exception as exc:  # the labels are a courtesy to `ls`
+            logger.info("Could not label the scheduler server: %s", exc)
+            return
+        finally:
+            await cloud.close()
+        self._labels, self._labelled_at = wanted, now
+
     async def _teardown(self) -> bool:
         from scherbelberg_dask.cloud.client import CloudClient
         from scherbelberg_dask.controller.teardown import teardown
@@ -307,6 +342,10 @@ class Controller:
             raise OSError(f"cluster {self.spec.prefix!r} has no scheduler server")
         server = ServerInfo.from_api(found[0])
         return dask_address(server.public_ip or "", port)
+
+
+def _label_time(value: float | None) -> str:
+    return "none" if value is None else str(int(value))
 
 
 def _package_path() -> str:

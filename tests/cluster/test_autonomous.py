@@ -55,18 +55,36 @@ def _workers(cloud: Any, prefix: str) -> list[str]:
     )
 
 
-async def test_idle_cluster_deletes_itself(cloud, fast_controller) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_timeout_set_from_another_process(cloud, fast_controller) -> None:  # type: ignore[no-untyped-def]
+    """``ls`` shows the autonomy; an attached handle sets the idle timeout; the idle
+    cluster then deletes itself, with no process of ours running for it."""
+    from scherbelberg_dask.cli.listing import all_clusters
+
     cluster = await HetznerCluster(
-        workers=1, prefix="idle", autonomous=True, idle_timeout="2s", asynchronous=True
+        workers=1, prefix="idle", autonomous=True, idle_timeout="off", asynchronous=True
     )
     async with Client(cluster, asynchronous=True) as client:
         assert await client.submit(lambda v: v + 1, 1) == 2
-        status = cluster.autonomy()
-        status = await status if asyncio.iscoroutine(status) else status
-        await _wait_for(lambda: True)
+    status = await _wait_status(cluster, lambda s: s["clients"] == 0, cloud)
+    assert status["idle_timeout"] is None and status["deadlines"]["idle"] is None
     await cluster.detach()
-    assert count_left(cloud, "idle") > 0
-    await _wait_for(lambda: count_left(cloud, "idle") == 0)
+
+    async def listed() -> dict[str, Any]:
+        while True:
+            rows = {r["prefix"]: r for r in (await all_clusters())["clusters"]}
+            info = rows["idle"]["autonomous"]
+            if info is not None and info["idle_seconds"] is not None:
+                return info  # type: ignore[no-any-return]
+            await asyncio.sleep(0.2)
+
+    info = await asyncio.wait_for(listed(), 60)
+    assert info["deletes_at"] is None  # idle, but no idle timeout: it stays
+
+    other = await HetznerCluster.from_existing("idle", asynchronous=True)
+    acknowledged = await other.set_timeouts(idle_timeout="1s")
+    assert acknowledged["idle_timeout"] == 1.0 and acknowledged["driver"] == "controller"
+    await other.detach()
+    await _wait_for(lambda: count_left(cloud, "idle") == 0, cloud=cloud)
     assert_nothing_left(cloud, "idle")
 
 
