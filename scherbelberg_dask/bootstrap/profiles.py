@@ -11,9 +11,10 @@ from __future__ import annotations
 import abc
 import json
 import shlex
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from scherbelberg_dask.bootstrap import cloudscript
+from scherbelberg_dask.bootstrap import cloudscript, controller_unit
 from scherbelberg_dask.bootstrap.cloudinit import CloudUser, render_cloud_config
 from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
 from scherbelberg_dask.bootstrap.node_config import NODE_DIR, NodeConfig
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 DASK_USER = "dask"
 #: Image whose servers run on the local emulator's host (see scherbelberg_dask.emulator).
 EMULATOR_IMAGE = "scherbelberg-emulator"
+#: The controller's system user on an autonomous cluster's scheduler node.
+CONTROLLER_USER = controller_unit.CONTROLLER_USER
+#: Opens an SSH connection to the node being set up, as the given user.
+ConnectAs = Callable[[str], Awaitable["SSHConnection"]]
+
+
+#: The controller's directory in its user's home (emulator image).
+CONTROLLER_DIR = "controller"
 
 
 class BootstrapError(UserError, RuntimeError):
@@ -45,8 +54,34 @@ class BootstrapProfile(abc.ABC):
         self.environment = environment
 
     @abc.abstractmethod
-    def cloud_config(self, *, host_key: SSHKeyPair, authorized_key: str, hostname: str) -> str:
-        """The cloud-init ``user_data`` for the create request."""
+    def cloud_config(
+        self,
+        *,
+        host_key: SSHKeyPair,
+        authorized_key: str,
+        hostname: str,
+        controller: bool = False,
+    ) -> str:
+        """The cloud-init ``user_data`` for the create request.
+
+        ``controller``: the node will run an autonomous cluster's controller.
+        """
+
+    @abc.abstractmethod
+    async def install_controller(
+        self,
+        conn: SSHConnection,
+        connect_as: ConnectAs,
+        *,
+        files: dict[str, bytes],
+        token: str,
+    ) -> None:
+        """Install and start an autonomous cluster's controller (docs/autonomous.md).
+
+        ``conn`` is the setup connection; ``files`` go to the controller's directory,
+        readable by :data:`CONTROLLER_USER` only, ``token`` to where only the controller
+        reads it.  Called after :meth:`setup` of the scheduler node.
+        """
 
     @abc.abstractmethod
     async def setup(
@@ -124,13 +159,53 @@ class EmulatorProfile(BootstrapProfile):
     root never logs in (cloud-init ``disable_root``), Dask runs as :data:`DASK_USER`.
     """
 
-    def cloud_config(self, *, host_key: SSHKeyPair, authorized_key: str, hostname: str) -> str:
+    def cloud_config(
+        self,
+        *,
+        host_key: SSHKeyPair,
+        authorized_key: str,
+        hostname: str,
+        controller: bool = False,
+    ) -> str:
+        users = [CloudUser(name=DASK_USER, ssh_authorized_keys=[authorized_key])]
+        if controller:  # its own user: a home of its own, services of its own
+            users.append(CloudUser(name=CONTROLLER_USER, ssh_authorized_keys=[authorized_key]))
         return render_cloud_config(
-            host_key=host_key,
-            users=[CloudUser(name=DASK_USER, ssh_authorized_keys=[authorized_key])],
-            disable_root=True,
-            hostname=hostname,
+            host_key=host_key, users=users, disable_root=True, hostname=hostname
         )
+
+    async def install_controller(
+        self,
+        conn: SSHConnection,
+        connect_as: ConnectAs,
+        *,
+        files: dict[str, bytes],
+        token: str,
+    ) -> None:
+        """The files (0600, directories 0700) in the controller user's home, its
+        ``servicectl`` service run as that user.
+
+        All emulated users are one user of the host, so the emulator cannot keep the
+        Dask user out of this home; the cloud profile can (docs/autonomous.md).
+        """
+        from scherbelberg_dask.controller.install import PACKAGE_ZIP
+
+        async with await connect_as(CONTROLLER_USER) as ctl:
+            home = (await ctl.run("printenv HOME", timeout=30)).stdout.strip()
+            directory = f"{home}/{CONTROLLER_DIR}"
+            await ctl.upload(
+                {
+                    **{f"{CONTROLLER_DIR}/{path}": data for path, data in files.items()},
+                    f"{CONTROLLER_DIR}/hcloud-token": token,
+                }
+            )
+            await ctl.run(
+                f"servicectl enable --now --restart on-failure "
+                f"--env PYTHONPATH={directory}/{PACKAGE_ZIP} {controller_unit.SERVICE} -- "
+                f"{self.python} -m scherbelberg_dask.controller.service "
+                f"{directory}/controller.json",
+                timeout=60,
+            )
 
     async def setup(
         self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
@@ -162,7 +237,15 @@ class CloudProfile(BootstrapProfile):
     setup_user = "root"
     as_dask_user = f"cd /home/{DASK_USER} && runuser -u {DASK_USER} -- "
 
-    def cloud_config(self, *, host_key: SSHKeyPair, authorized_key: str, hostname: str) -> str:
+    def cloud_config(
+        self,
+        *,
+        host_key: SSHKeyPair,
+        authorized_key: str,
+        hostname: str,
+        controller: bool = False,
+    ) -> str:
+        # The controller's system user is made by root during setup (no login for it).
         return render_cloud_config(
             host_key=host_key,
             users=[
@@ -171,6 +254,31 @@ class CloudProfile(BootstrapProfile):
             disable_root=False,
             hostname=hostname,
         )
+
+    async def install_controller(
+        self,
+        conn: SSHConnection,
+        connect_as: ConnectAs,
+        *,
+        files: dict[str, bytes],
+        token: str,
+    ) -> None:
+        """As root over the setup connection: a system user, the token as a root-owned
+        0600 credential (systemd ``LoadCredential=``), a systemd unit
+        (:mod:`~scherbelberg_dask.bootstrap.controller_unit`)."""
+        home = controller_unit.CONTROLLER_HOME
+        upload: dict[str, bytes | str] = {
+            f"{home}.new/{path}": data for path, data in files.items()
+        }
+        upload[controller_unit.TOKEN_PATH] = token
+        await conn.upload(upload)
+        script = controller_unit.install_script(self.python, uv="/usr/local/bin/uv")
+        result = await conn.run(f"bash -c {shlex.quote(script)}", check=False, timeout=600)
+        if result.exit_status != 0:
+            raise BootstrapError(
+                f"installing the controller failed (exit {result.exit_status}): "
+                + "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+            )
 
     @property
     def python(self) -> str:

@@ -87,6 +87,35 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
         ),
     )
     parser.add_argument(
+        "--autonomous",
+        action="store_true",
+        default=None,
+        help=(
+            "a controller service on the scheduler node adapts the cluster and deletes it "
+            "when idle or too old, with this machine switched off; keeps the API token on "
+            "the scheduler node, readable only by the controller's system user "
+            "(docs/autonomous.md; config scherbelberg.autonomous)"
+        ),
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        metavar="SPAN",
+        help=default_help(
+            "an autonomous cluster deletes itself after this long without work and "
+            "clients (e.g. 30m, 2h; off: never)",
+            "idle-timeout",
+        ),
+    )
+    parser.add_argument(
+        "--max-lifetime",
+        metavar="SPAN",
+        help=default_help(
+            "an autonomous cluster deletes itself this long after its creation, busy or "
+            "not (e.g. 8h; off: no limit)",
+            "max-lifetime",
+        ),
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help=(
@@ -147,6 +176,9 @@ async def _create(args: argparse.Namespace) -> int:
         allowed_cidrs=args.allowed_cidrs,
         packages=args.packages,
         timeouts=timeouts or None,
+        autonomous=args.autonomous,
+        idle_timeout=args.idle_timeout,
+        max_lifetime=args.max_lifetime,
     )
     if args.dry_run:
         plan = await HetznerCluster.dry_run_async(args.workers, **options)

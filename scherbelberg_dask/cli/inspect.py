@@ -139,6 +139,9 @@ async def _ls(prefix: str, *, as_json: bool) -> int:
         f"Total: {report['hourly_eur']:.4f} EUR/h, {report['cost_eur']:.2f} EUR so far "
         "(net; billed per started hour up to the monthly price; IPs and traffic extra)"
     )
+    from scherbelberg_dask.cli.listing import autonomy_text
+
+    print(f"Autonomous:     {autonomy_text(report['autonomous'])}")
     print(f"Dask scheduler: {report['scheduler_address'] or '-'} (mutual TLS)")
     print(f"  from Python:  HetznerCluster.from_existing({prefix!r})")
     print(f"Dashboard:      {PROG} dashboard --prefix {prefix}  (opens an SSH tunnel)")
@@ -174,8 +177,11 @@ def _cluster_report(provisioner: Provisioner, catalog: Catalog) -> dict[str, Any
         )
     scheduler = provisioner.nodes.get("scheduler")
     ports = provisioner.settings.ports
+    from scherbelberg_dask.cli.listing import autonomy
+
     return {
         "prefix": provisioner.prefix,
+        "autonomous": autonomy(scheduler.server if scheduler else None, now),
         "nodes": nodes,
         "hourly_eur": round(sum(n["hourly_eur"] or 0.0 for n in nodes), 4),
         "cost_eur": round(sum(n["cost_eur"] or 0.0 for n in nodes), 4),

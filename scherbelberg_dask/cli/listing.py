@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from scherbelberg_dask.cli.common import PROG, print_json, table
 from scherbelberg_dask.cli.inspect import _uptime, billed_cost
-from scherbelberg_dask.cloud.labels import CLUSTER, ROLE
+from scherbelberg_dask.cloud.labels import AUTONOMOUS, CLUSTER, DELETE_AT, IDLE_SINCE, ROLE
 from scherbelberg_dask.cluster.resources import KINDS
 
 if TYPE_CHECKING:
@@ -90,7 +90,38 @@ def cluster_summary(
         "unpriced_servers": unpriced,
         "resources": {kind: len(items) for kind, items in resources.items()},
         "access": access,
+        "autonomous": autonomy(scheduler, now),
     }
+
+
+def autonomy(scheduler: ServerInfo | None, now: datetime) -> dict[str, Any] | None:
+    """An autonomous cluster's idle time and when it deletes itself at the latest, as its
+    controller labelled its scheduler server (``None``: not autonomous)."""
+    if scheduler is None or scheduler.labels.get(AUTONOMOUS) != "true":
+        return None
+
+    def when(key: str) -> float | None:
+        value = scheduler.labels.get(key, "none")
+        return float(value) if value.isdigit() else None
+
+    idle_since, delete_at = when(IDLE_SINCE), when(DELETE_AT)
+    return {
+        "idle_seconds": None if idle_since is None else max(0, int(now.timestamp() - idle_since)),
+        "deletes_at": (
+            None
+            if delete_at is None
+            else datetime.fromtimestamp(delete_at, timezone.utc).isoformat(timespec="seconds")
+        ),
+    }
+
+
+def autonomy_text(info: dict[str, Any] | None) -> str:
+    """``AUTONOMOUS`` of the table: ``no``, or its idle time and deletion time."""
+    if info is None:
+        return "no"
+    idle = "busy" if info["idle_seconds"] is None else f"idle {_uptime(info['idle_seconds'])}"
+    deletes = info["deletes_at"]
+    return f"yes, {idle}, deletes " + (f"by {deletes}" if deletes else "when idle long enough")
 
 
 async def all_clusters() -> dict[str, Any]:
@@ -143,7 +174,7 @@ async def ls_all(*, as_json: bool) -> int:
         print("No clusters in this Hetzner project.")
     else:
         header = ["PREFIX", "STATE", "SCHEDULER", "WORKERS", "LOCATION", "AGE"]
-        header += ["EUR/H", "COST", "OPERABLE HERE"]
+        header += ["EUR/H", "COST", "OPERABLE HERE", "AUTONOMOUS"]
         cells = [
             [
                 r["prefix"],
@@ -155,6 +186,7 @@ async def ls_all(*, as_json: bool) -> int:
                 f"{r['hourly_eur']:.4f}",
                 f"{r['cost_eur']:.2f}",
                 _ACCESS_TEXT.get(r["access"] or "", "no"),
+                autonomy_text(r["autonomous"]),
             ]
             for r in rows
         ]

@@ -15,6 +15,12 @@ CLUSTER = "scherbelberg/cluster"
 ROLE = "scherbelberg/role"
 #: Label key naming a node (``scheduler``, ``worker000``, ...).
 NODE = "scherbelberg/node"
+#: Label of an autonomous cluster's scheduler server (``true``; docs/autonomous.md).
+AUTONOMOUS = "scherbelberg/autonomous"
+#: Labels its controller keeps current there: Unix seconds since when the cluster has
+#: been idle, and at which it deletes itself at the latest (``none``: not set).
+IDLE_SINCE = "scherbelberg/idle-since"
+DELETE_AT = "scherbelberg/delete-at"
 
 _PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$")
 #: A prefix ends up in ``<prefix>-node-worker000`` (a hostname label of ≤ 63 characters) and

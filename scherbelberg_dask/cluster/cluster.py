@@ -9,6 +9,7 @@ by name, and replacing lost ones.  Everything that touches the cloud is the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from typing import Any
@@ -35,6 +36,9 @@ from scherbelberg_dask.ssh import SSHConnection, connect
 from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
+
+#: ``set_timeouts``: leave this one as it is.
+_KEEP: Any = object()
 
 
 class HetznerCluster(SpecCluster):
@@ -87,6 +91,17 @@ class HetznerCluster(SpecCluster):
     timeouts
         Overrides of the bounded waits (keys ``server``, ``ssh``, ``bootstrap``, ``dask``,
         ``delete``; seconds).
+    autonomous
+        Run the adaptive policy and the deletion in a controller service on the scheduler
+        node, so the cluster adapts and deletes itself with this process gone
+        (docs/autonomous.md).  Keeps the API token on the scheduler node, readable only
+        by the controller's system user.  ``adapt`` then hands its settings to the
+        controller; ``scale`` takes control back from it.
+    idle_timeout
+        An autonomous cluster deletes itself after this long without work and without
+        a connected client (``"30m"``, seconds; ``None`` → config; ``"off"``: never).
+    max_lifetime
+        An autonomous cluster deletes itself this long after its creation, busy or not.
     network_ip_range, state_dir
         The private network's range and the base directory for local state.
     boot_retries
@@ -141,6 +156,9 @@ class HetznerCluster(SpecCluster):
         network_ip_range: str | None = None,
         state_dir: str | None = None,
         boot_retries: int | None = None,
+        autonomous: bool | None = None,
+        idle_timeout: str | float | None = None,
+        max_lifetime: str | float | None = None,
         loop: Any = None,
         _attach: bool = False,
         **cloudprovider: Any,
@@ -163,6 +181,8 @@ class HetznerCluster(SpecCluster):
             self.settings, token=token, endpoint=api_endpoint, dask_config=shipped
         )
         self._start_by_attaching = _attach
+        #: An autonomous cluster: whether its controller drives scaling (not this handle).
+        self._controller_drives = self.settings.autonomous
         self._tunnel_conn: SSHConnection | None = None
         self._dashboard_port: int | None = None
         worker = {"cls": HetznerWorker, "options": {"provisioner": self.provisioner}}
@@ -325,6 +345,8 @@ class HetznerCluster(SpecCluster):
         await super()._start()
         if self.status == Status.running:
             await self._open_dashboard_tunnel()
+            if self._controller_drives:
+                self._forget_workers()
 
     async def _attach_existing(self) -> None:
         servers = await self.provisioner.attach()
@@ -385,6 +407,8 @@ class HetznerCluster(SpecCluster):
             await self.provisioner.close()
             await Cluster._close(self)
             return
+        if self.settings.autonomous and self._controller_drives:
+            await self._stop_controller()
         try:
             await super()._close()
         except OSError as exc:
@@ -466,7 +490,7 @@ class HetznerCluster(SpecCluster):
         self.provisioner.ownership = Ownership.OWNED
         return self.close()
 
-    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> None:
+    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
         """Scale to ``n`` workers (or enough for ``memory``/``cores``), as Dask's.
 
         Raises
@@ -475,12 +499,137 @@ class HetznerCluster(SpecCluster):
             This machine has Dask-only access to the cluster (an access bundle).
         """
         self._require_operator("scale")
+        if self._controller_drives and self.status == Status.running:
+            # An autonomous cluster: take control from its controller first.
+            if self.asynchronous:
+                return asyncio.ensure_future(self._take_control_and_scale(n, memory, cores))
+            self.sync(self._take_control)
+        super().scale(n, memory=memory, cores=cores)
+        return None
+
+    async def _take_control_and_scale(self, n: int, memory: str | None, cores: int | None) -> None:
+        await self._take_control()
         super().scale(n, memory=memory, cores=cores)
 
     def adapt(self, *args: Any, **kwargs: Any) -> Any:
-        """Dask's adaptive scaling (needs operator access, as :meth:`scale`)."""
+        """Dask's adaptive scaling (needs operator access, as :meth:`scale`).
+
+        On an autonomous cluster the settings go to its controller, which runs Dask's
+        adaptive policy on the scheduler node, also once this process is gone; the call
+        returns once the controller took them (an awaitable when asynchronous).
+        """
         self._require_operator("adapt")
-        return super().adapt(*args, **kwargs)
+        if not self.settings.autonomous or self.status != Status.running:
+            return super().adapt(*args, **kwargs)
+        if args:
+            raise SettingsError("adapt on an autonomous cluster takes keyword arguments only")
+        try:
+            json.dumps(kwargs)
+        except (TypeError, ValueError):
+            raise SettingsError(
+                "adapt on an autonomous cluster takes plain data (numbers, strings such as "
+                "interval='2s'): its controller runs on the scheduler node"
+            ) from None
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        if self.asynchronous:
+            return asyncio.ensure_future(self._hand_to_controller(kwargs))
+        return self.sync(self._hand_to_controller, kwargs)
+
+    # -- an autonomous cluster's controller (docs/autonomous.md) -------------------------
+
+    def _forget_workers(self) -> None:
+        """Leave the workers to the controller: this handle neither retires nor replaces
+        them (the cloud's servers stay; :meth:`_take_control` finds them again)."""
+        self.worker_spec.clear()
+        self.workers.clear()
+
+    def _fallback_directive(self) -> Any:
+        from scherbelberg_dask.controller.spec import Directive
+
+        s = self.settings
+        return Directive(generation=0, idle_timeout=s.idle_timeout, max_lifetime=s.max_lifetime)
+
+    async def _direct(self, **changes: Any) -> dict[str, Any]:
+        from scherbelberg_dask.controller import handoff
+
+        if not self.settings.autonomous:
+            raise SettingsError(f"cluster {self.prefix!r} is not autonomous (autonomous=True)")
+        assert self.scheduler_comm is not None
+        return await handoff.direct(
+            self.scheduler_comm,
+            fallback=self._fallback_directive(),
+            timeout=float(config.get("controller.handoff-timeout")),
+            **changes,
+        )
+
+    async def _hand_to_controller(self, adapt: dict[str, Any]) -> None:
+        from scherbelberg_dask.controller.spec import CONTROLLER
+
+        async with self._lock:  # a correction under way ends first
+            self._controller_drives = True
+            self._forget_workers()
+        await self._direct(driver=CONTROLLER, adapt=adapt)
+        logger.info("The controller of %s adapts with %s.", self.prefix, adapt)
+
+    async def _take_control(self) -> None:
+        """Stop the controller's adaptive loop; find the workers it left; drive."""
+        from scherbelberg_dask.controller.spec import CLIENT
+
+        await self._direct(driver=CLIENT, adapt=None)
+        names = await self.provisioner.refresh_workers()
+        self.worker_spec.clear()
+        self.worker_spec.update({name: dict(self.new_spec) for name in names})
+        numbers = [int(n[6:]) for n in names if n.startswith("worker") and n[6:].isdigit()]
+        self._i = max([self._i - 1, *numbers]) + 1
+        self._controller_drives = False
+        logger.info("This client drives %s now (%d workers).", self.prefix, len(names))
+
+    async def _stop_controller(self) -> None:
+        """Before deleting an autonomous cluster: its controller stops adapting (best
+        effort: the deletion catches servers it makes meanwhile)."""
+        from scherbelberg_dask.controller.spec import CLIENT
+
+        try:
+            await asyncio.wait_for(self._direct(driver=CLIENT, adapt=None), 15)
+        except Exception as exc:  # the deletion goes ahead anyway
+            logger.info("The controller did not confirm it stopped adapting: %s", exc)
+        self._controller_drives = False
+
+    def set_timeouts(self, idle_timeout: Any = _KEEP, max_lifetime: Any = _KEEP) -> Any:
+        """Change or cancel an autonomous cluster's deletion timeouts.
+
+        Parameters
+        ----------
+        idle_timeout, max_lifetime
+            A time span (``"2h"``, seconds), or ``None`` to cancel it; left out: unchanged.
+
+        Returns
+        -------
+        dict
+            The controller's status acknowledging the change (an awaitable when
+            asynchronous).
+        """
+        from scherbelberg_dask.cluster.settings import duration
+
+        self._require_operator("set_timeouts")
+        changes = {}
+        if idle_timeout is not _KEEP:
+            changes["idle_timeout"] = duration("idle_timeout", idle_timeout)
+        if max_lifetime is not _KEEP:
+            changes["max_lifetime"] = duration("max_lifetime", max_lifetime)
+        return self.sync(self._direct, **changes)
+
+    def autonomy(self) -> Any:
+        """The controller's status: who drives, the adaptive settings, the timeouts, idle
+        since, when the cluster deletes itself (``None`` before its first report)."""
+        from scherbelberg_dask.controller import handoff
+
+        async def read() -> Any:
+            assert self.scheduler_comm is not None
+            return await handoff.status(self.scheduler_comm)
+
+        return self.sync(read)
 
     def _require_operator(self, action: str) -> None:
         """Refuse ``action`` on a machine with Dask-only access (our guard, see
@@ -530,7 +679,7 @@ class HetznerCluster(SpecCluster):
         and deleted once, a new one started).
         """
         if self.status != Status.running or name not in self.worker_spec:
-            return  # scaled away or closing: nothing to replace
+            return  # scaled away or closing (or the controller's): nothing to replace
         if any(w.get("name") == name for w in self.scheduler_info["workers"].values()):
             return  # it came back (e.g. after a reboot)
         del self.worker_spec[name]

@@ -102,6 +102,9 @@ class NodeJob:
         Called once the server runs (the scheduler publishes its address there).
     timeouts
         The bounded waits.
+    after_setup
+        Run after the profile's setup, with the setup connection and the server (an
+        autonomous cluster's scheduler installs its controller there).
     """
 
     name: str
@@ -117,6 +120,7 @@ class NodeJob:
     scheduler_address: Callable[[], Awaitable[str]]
     on_booted: Callable[[ServerInfo], None]
     timeouts: Timeouts
+    after_setup: Callable[[SSHConnection, ServerInfo], Awaitable[None]] | None = None
 
 
 def server_hosts(server: ServerInfo) -> list[str]:
@@ -160,6 +164,9 @@ async def provision_node(job: NodeJob) -> Node:
             ),
             job.timeouts.bootstrap,
         )
+        if job.after_setup is not None:
+            step = "installing the controller"
+            await asyncio.wait_for(job.after_setup(conn, server), job.timeouts.bootstrap)
         step, phase = f"waiting for the dask {role} to come up", "dask"
         address = await profile.wait_ready(conn, role=role, timeout=job.timeouts.dask)
         logger.info("%s Dask %s up at %s (%.1f s).", tag, role, address, time.monotonic() - started)
@@ -207,11 +214,17 @@ async def _discard(job: NodeJob, server: ServerInfo) -> bool:
 
 
 def make_user_data(
-    profile: BootstrapProfile, server_name: str, authorized_key: str
+    profile: BootstrapProfile, server_name: str, authorized_key: str, controller: bool = False
 ) -> tuple[SSHKeyPair, str]:
-    """A fresh host key and the cloud-init document pinning it (blocking: key generation)."""
+    """A fresh host key and the cloud-init document pinning it (blocking: key generation).
+
+    ``controller``: the node runs an autonomous cluster's controller.
+    """
     host_key = SSHKeyPair.generate(server_name)
     text = profile.cloud_config(
-        host_key=host_key, authorized_key=authorized_key, hostname=server_name
+        host_key=host_key,
+        authorized_key=authorized_key,
+        hostname=server_name,
+        controller=controller,
     )
     return host_key, text

@@ -11,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from scherbelberg_dask import config
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
 from scherbelberg_dask.bootstrap.node_config import NodeConfig, NodePorts
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile, profile_for_image
 from scherbelberg_dask.cloud.catalog import Catalog, ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
 from scherbelberg_dask.cloud.errors import CatalogError
-from scherbelberg_dask.cloud.labels import NODE, ROLE, cluster_labels
+from scherbelberg_dask.cloud.labels import (
+    AUTONOMOUS,
+    NODE,
+    ROLE,
+    cluster_labels,
+    cluster_selector,
+)
 from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
 from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.node import Node, dask_address
@@ -40,7 +49,7 @@ from scherbelberg_dask.cluster.resources import (
 from scherbelberg_dask.cluster.secrets import ClusterSecrets, HostKeyPins
 from scherbelberg_dask.cluster.settings import ClusterSettings
 from scherbelberg_dask.errors import ClusterExistsError, ClusterNotFoundError, NodeNotFoundError
-from scherbelberg_dask.ssh import SSHTarget, connect
+from scherbelberg_dask.ssh import SSHConnection, SSHTarget, connect
 from scherbelberg_dask.state.statedir import StateDir
 
 logger = logging.getLogger(__name__)
@@ -144,6 +153,8 @@ class Provisioner:
         self._pins = HostKeyPins(self.state, settings.ssh_port)
         self._contact = SchedulerContact(settings.ports.scheduler)
         self._tasks: dict[str, asyncio.Task[Node]] = {}
+        #: When this process created the cluster (an autonomous one's lifetime counts).
+        self.created_at = time.time()
 
     def __repr__(self) -> str:
         return f"<Provisioner {self.prefix} {self.ownership.value}, {len(self.nodes)} nodes>"
@@ -254,6 +265,7 @@ class Provisioner:
         """Make the cluster's secrets and shared cloud resources; this process owns it."""
         await self.check_new()
         self.ownership = Ownership.OWNED
+        self.created_at = time.time()
         self._secrets = await ClusterSecrets.create(self.state, self.prefix)
         await asyncio.to_thread(
             self.state.write_metadata,
@@ -330,6 +342,31 @@ class Provisioner:
         self._contact.publish(self.nodes["scheduler"].server)
         return servers
 
+    async def refresh_workers(self) -> list[str]:
+        """Find the cluster's worker servers again (another process, e.g. an autonomous
+        cluster's controller, may have made or deleted some); return their names.
+
+        Nodes whose servers are gone are forgotten; new servers become nodes (their host
+        keys are pinned where they were made, not here).
+        """
+        servers = await self.cloud.find("servers", cluster_selector(self.prefix, "worker"))
+        found = {}
+        for data in servers:
+            server = ServerInfo.from_api(data)
+            found[server.labels.get(NODE, server.name)] = server
+        for name in [n for n, node in self.nodes.items() if node.role == "worker"]:
+            if name not in found and name not in self._tasks:
+                del self.nodes[name]
+        for name, server in found.items():
+            if name not in self.nodes:
+                self.nodes[name] = Node(
+                    name=name,
+                    role="worker",
+                    server=server,
+                    ssh=self.ssh_target(server, self.profile.operator_user, name),
+                )
+        return sorted(found)
+
     # -- nodes -------------------------------------------------------------------------
 
     def ssh_target(self, server: ServerInfo, user: str, name: str) -> SSHTarget:
@@ -390,15 +427,22 @@ class Provisioner:
             self._secrets = await ClusterSecrets.load(self.state)
         profile, resources, settings = self._profile, self._resources, self.settings
         server_name = f"{self.prefix}-node-{name}"
+        # An autonomous cluster's controller is installed by the process that creates it.
+        controller = (
+            settings.autonomous and role == "scheduler" and self.ownership is Ownership.OWNED
+        )
         host_key, user_data = await asyncio.to_thread(
-            make_user_data, profile, server_name, self._secrets.authorized_key
+            make_user_data, profile, server_name, self._secrets.authorized_key, controller
         )
         spec = ServerSpec(
             name=server_name,
             server_type=self.server_type(role).name,
             image=settings.image,
             location=settings.location,
-            labels=cluster_labels(self.prefix, role, name),
+            labels={
+                **cluster_labels(self.prefix, role, name),
+                **({AUTONOMOUS: "true"} if controller else {}),
+            },
             user_data=user_data,
             ssh_key_ids=(resources.ssh_key_id,),
             network_ids=(resources.network_id,),
@@ -439,7 +483,39 @@ class Provisioner:
             scheduler_address=self._contact.wait,
             on_booted=on_booted,
             timeouts=settings.timeouts,
+            after_setup=self._controller_installer(name) if controller else None,
         )
+
+    def _controller_installer(
+        self, name: str
+    ) -> Callable[[SSHConnection, ServerInfo], Awaitable[None]]:
+        """Installs the controller of an autonomous cluster on its scheduler node."""
+        from scherbelberg_dask.controller.install import controller_files
+
+        async def install(conn: SSHConnection, server: ServerInfo) -> None:
+            s = self.settings
+            files = await asyncio.to_thread(
+                controller_files,
+                self.state,
+                endpoint=config.api_endpoint(self._endpoint),
+                created=self.created_at,
+                interval=float(config.get("controller.interval")),
+                idle_timeout=s.idle_timeout,
+                max_lifetime=s.max_lifetime,
+            )
+
+            async def connect_as(user: str) -> SSHConnection:
+                target = self.ssh_target(server, user, name)
+                return await connect(target, timeout=s.timeouts.ssh)
+
+            logger.info(
+                "[%s] Installing the controller of autonomous cluster %s ...", name, self.prefix
+            )
+            await self.profile.install_controller(
+                conn, connect_as, files=files, token=config.api_token(self._token) or ""
+            )
+
+        return install
 
     async def delete(self, name: str) -> None:
         """Stop bringing node ``name`` up, or delete its server; forget it."""

@@ -70,6 +70,15 @@ class ClusterSettings:
     state_dir: str | None
     #: How often in a row a new server is tried for a node whose server failed to come up.
     boot_retries: int = 2
+    #: Whether a controller on the scheduler node adapts and deletes the cluster
+    #: (docs/autonomous.md).  Keeps the API token on the scheduler node.
+    autonomous: bool = False
+    #: Seconds without work and without clients after which the controller deletes the
+    #: cluster (``None``: never).
+    idle_timeout: float | None = None
+    #: Seconds after the cluster's creation at which the controller deletes it, busy or
+    #: not (``None``: no limit).
+    max_lifetime: float | None = None
 
     #: Settings of one process's handle, not of the cluster: not remembered.
     LOCAL = ("workers", "state_dir", "timeouts")
@@ -161,6 +170,9 @@ class ClusterSettings:
             timeouts=timeouts,
             state_dir=pick("state_dir"),
             boot_retries=_count("boot_retries", pick("boot_retries")),
+            autonomous=_flag("autonomous", pick("autonomous")),
+            idle_timeout=duration("idle_timeout", pick("idle_timeout")),
+            max_lifetime=duration("max_lifetime", pick("max_lifetime")),
         )
         if arguments:
             known = ", ".join(f.name for f in dataclasses.fields(cls))
@@ -180,6 +192,38 @@ def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SettingsError(f"{name} must be a whole number ≥ 0, not {value!r}")
     return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def duration(name: str, value: Any) -> float | None:
+    """A time span (``"30m"``, ``"2h"``, seconds) as seconds; ``None``/``0``/"off": none.
+
+    Raises
+    ------
+    SettingsError
+        Not a time span Dask's ``parse_timedelta`` reads, or negative.
+    """
+    from dask.utils import parse_timedelta
+
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", "never", ""):
+        return None
+    try:
+        seconds = parse_timedelta(value, default="seconds")
+    except (TypeError, ValueError, KeyError):
+        seconds = None
+    if isinstance(value, bool) or seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise SettingsError(
+            f"{name} must be a time span such as '30m', '2h' or a number of seconds "
+            f"('off' or null for none), not {value!r}"
+        )
+    return float(seconds) or None
 
 
 def _positive(name: str, value: Any) -> float:
