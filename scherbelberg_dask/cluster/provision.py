@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from scherbelberg_dask.bootstrap.node_config import NodeConfig
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
+from scherbelberg_dask.cloud.snapshots import Snapshot
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.secrets import HostKeyPins
 from scherbelberg_dask.cluster.settings import Timeouts
@@ -102,6 +103,8 @@ class NodeJob:
         Called once the server runs (the scheduler publishes its address there).
     timeouts
         The bounded waits.
+    snapshot
+        The environment snapshot the server boots from (None: the base image).
     """
 
     name: str
@@ -117,6 +120,7 @@ class NodeJob:
     scheduler_address: Callable[[], Awaitable[str]]
     on_booted: Callable[[ServerInfo], None]
     timeouts: Timeouts
+    snapshot: Snapshot | None = None
 
 
 def server_hosts(server: ServerInfo) -> list[str]:
@@ -130,7 +134,10 @@ async def provision_node(job: NodeJob) -> Node:
     server_name = job.spec.name
     tag = f"[{name}]"
     started = time.monotonic()
-    logger.info("Creating node %s ...", server_name)
+    if job.snapshot is not None:
+        logger.info("Creating node %s from snapshot %d ...", server_name, job.snapshot.id)
+    else:
+        logger.info("Creating node %s ...", server_name)
     try:
         server, actions = await cloud.create_server(job.spec)
     except Exception as exc:
@@ -156,7 +163,10 @@ async def provision_node(job: NodeJob) -> Node:
         logger.info("%s Bootstrapping ...", tag)
         await asyncio.wait_for(
             profile.setup(
-                conn, files=job.tls_files, node=job.node_config(server, scheduler_address)
+                conn,
+                files=job.tls_files,
+                node=job.node_config(server, scheduler_address),
+                from_snapshot=job.snapshot is not None,
             ),
             job.timeouts.bootstrap,
         )

@@ -70,6 +70,8 @@ class ClusterSettings:
     state_dir: str | None
     #: How often in a row a new server is tried for a node whose server failed to come up.
     boot_retries: int = 2
+    #: Snapshot the node environment, and boot later nodes from it (docs/snapshots.md).
+    snapshot: bool = True
 
     #: Settings of one process's handle, not of the cluster: not remembered.
     LOCAL = ("workers", "state_dir", "timeouts")
@@ -161,6 +163,7 @@ class ClusterSettings:
             timeouts=timeouts,
             state_dir=pick("state_dir"),
             boot_retries=_count("boot_retries", pick("boot_retries")),
+            snapshot=_flag("snapshot", pick("snapshot")),
         )
         if arguments:
             known = ", ".join(f.name for f in dataclasses.fields(cls))
@@ -173,6 +176,12 @@ class ClusterSettings:
 def _port(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise SettingsError(f"{name} must be a TCP port number from 1 to 65535, not {value!r}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{name} must be true or false, not {value!r}")
     return value
 
 
