@@ -89,10 +89,11 @@ uv pip install --python {venv_python} {requirements}
 #: Run on a node: reuse the environment a snapshot brought along, or install it.
 _REUSE_OR_INSTALL = """\
 env_state="no environment marker"
+venv_check='import importlib.metadata as m; m.version("dask"); m.version("distributed")'
 if [ -f {env_marker} ]; then
     if [ "$(cat {env_marker})" != "{digest}" ]; then
         env_state="environment $(cat {env_marker}) differs from {digest}"
-    elif ! {venv_python} -c 'import dask, distributed' >/dev/null 2>&1; then
+    elif ! {venv_python} -c "$venv_check" >/dev/null 2>&1; then
         env_state="its venv is broken"
     else
         env_state=ok
@@ -219,11 +220,21 @@ def _reuse_or_install(environment: NodeEnvironment, *, from_snapshot: bool) -> s
     )
 
 
+#: The builder compiles the venv's bytecode once, so that no node made from the snapshot
+#: compiles it again at every start (the Dask user may not write into the venv).
+_COMPILE = f"""\
+{VENV_PYTHON} -m compileall -q -j 0 {VENV} >/dev/null || true
+phase compile
+"""
+
+
 def render_environment(environment: NodeEnvironment) -> str:
     """The setup script of an image builder: the environment part only, no node files."""
-    return _HEADER.format(
-        what="image builder", log=BOOTSTRAP_LOG, marker=PHASE_MARKER
-    ) + _reuse_or_install(environment, from_snapshot=False)
+    return (
+        _HEADER.format(what="image builder", log=BOOTSTRAP_LOG, marker=PHASE_MARKER)
+        + _reuse_or_install(environment, from_snapshot=False)
+        + _COMPILE
+    )
 
 
 def render_scrub(*, user: str, node_dir: str) -> str:
