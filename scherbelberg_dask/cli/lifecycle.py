@@ -162,6 +162,7 @@ def run_scale(args: argparse.Namespace) -> int:
 
 
 async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
+    from scherbelberg_dask.cli.create import finish_snapshot
     from scherbelberg_dask.cluster.cluster import HetznerCluster
     from scherbelberg_dask.state import StateDir
     from scherbelberg_dask.state.access import OPERATOR, require
@@ -180,6 +181,7 @@ async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
             await cluster  # starts and stops workers until the spec is met
         after = len(cluster.worker_nodes)
         failures = cluster.failures
+        await finish_snapshot(cluster)
     finally:
         await close_cluster(cluster)  # attached: the cluster keeps running
     for name, error in sorted(failures.items()):

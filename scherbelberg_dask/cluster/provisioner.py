@@ -493,6 +493,11 @@ class Provisioner:
             made_by={MADE_BY: self.prefix},
         )
 
+    @property
+    def snapshot_pending(self) -> bool:
+        """True while a snapshot of the environment is being made."""
+        return self._images is not None and self._images.pending
+
     async def snapshot_ready(self) -> Snapshot | None:
         """The snapshot of the environment being made in the background, once done.
 

@@ -227,6 +227,11 @@ class NodeImages:
         self._found[key.key] = future
         return snapshot
 
+    @property
+    def pending(self) -> bool:
+        """True while a snapshot is being made."""
+        return self._build is not None and not self._build.done()
+
     async def wait(self) -> Snapshot | None:
         """The snapshot being made, once it is done (None if none is made or it failed)."""
         if self._build is None:
