@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import secrets
 from typing import Any
 
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
@@ -466,9 +467,10 @@ class Provisioner:
 
     async def _builder_job(self, key: SnapshotKey, server_type: ServerType) -> BuilderJob:
         """The image builder of ``key``: the cluster's SSH key and firewall, no network."""
-        if self._resources is None or self._secrets is None:
+        if self._resources is None or self._secrets is None or self._images is None:
             raise RuntimeError(f"cluster {self.prefix!r} is neither created nor attached yet")
-        server_name = f"{self.prefix}-{BUILDER}"
+        # Its own name: another process's builder of the same cluster is not adopted.
+        server_name = f"{self.prefix}-{BUILDER}-{secrets.token_hex(2)}"
         host_key, user_data = await asyncio.to_thread(
             make_user_data, self.profile, server_name, self._secrets.authorized_key
         )
@@ -477,7 +479,7 @@ class Provisioner:
             spec=ServerSpec(
                 name=server_name,
                 server_type=server_type.name,
-                image=self.settings.image,
+                image=self._images.base_image,
                 location=self.settings.location,
                 labels=cluster_labels(self.prefix, BUILDER, BUILDER),
                 user_data=user_data,
