@@ -12,6 +12,12 @@ every node the benchmark reports, in seconds from the ``HetznerCluster(...)`` ca
 - ``dask``: the Dask process reported itself ready;
 - ``ready``: a ``Client`` sees every worker (cluster-wide).
 
+``--snapshot`` compares a cold start with one from a snapshot of the node environment
+(docs/snapshots.md), in one emulator: a first cluster (full setup; its snapshot is made
+in the background and waited for, not counted), a scale-up of it by ``--scale-up``
+workers (from the snapshot), a second cluster (every node from the snapshot) and, as the
+reference for the scale-up, a cluster without snapshots scaled up the same way.
+
 ``--no-package-cache`` gives every server an empty uv cache (each downloads its wheels, as
 a fresh Hetzner server does); by default the emulator shares uv's cache between servers.
 The API answers instantly (``instant`` profile) unless ``--profile realistic`` is given;
@@ -69,24 +75,104 @@ class Recorder(logging.Handler):
             times.setdefault("dask", record.created)
 
 
-async def one_cluster(workers: int, recorder: Recorder) -> dict[str, Any]:
+async def _phases(
+    cluster: HetznerCluster, recorder: Recorder, started: float, names: set[str] | None = None
+) -> dict[str, dict[str, float]]:
+    nodes = [n for n in [cluster.scheduler_node, *cluster.worker_nodes] if n is not None]
+    rows = {}
+    for node in nodes:
+        if names is not None and node.name not in names:
+            continue
+        result = await node.run("grep '^== phase' /var/log/scherbelberg-bootstrap.log")
+        times = dict(recorder.times.get(node.name, {}))
+        for name, stamp in _MARK.findall(result.stdout):
+            times[name] = float(stamp)
+        rows[node.name] = {phase: times[phase] - started for phase in PHASES if phase in times}
+    return rows
+
+
+async def one_cluster(
+    workers: int,
+    recorder: Recorder,
+    *,
+    prefix: str = "bench",
+    snapshot: bool = False,
+    wait_snapshot: bool = False,
+    scale_up: int = 0,
+) -> dict[str, Any]:
+    """Create a cluster (and scale it up by ``scale_up``): ready times and node phases."""
     recorder.times.clear()
     started = time.time()
+    result: dict[str, Any] = {"workers": workers}
     async with (
-        HetznerCluster(workers=workers, image="debian-12", asynchronous=True) as cluster,
+        HetznerCluster(
+            workers=workers, prefix=prefix, image="debian-12", snapshot=snapshot, asynchronous=True
+        ) as cluster,
         Client(cluster, asynchronous=True) as client,
     ):
         await client.wait_for_workers(workers, timeout=1800)
-        ready = time.time() - started
-        nodes = [n for n in [cluster.scheduler_node, *cluster.worker_nodes] if n is not None]
-        rows = {}
-        for node in nodes:
-            result = await node.run("grep '^== phase' /var/log/scherbelberg-bootstrap.log")
-            times = dict(recorder.times.get(node.name, {}))
-            for name, stamp in _MARK.findall(result.stdout):
-                times[name] = float(stamp)
-            rows[node.name] = {phase: times[phase] - started for phase in PHASES if phase in times}
-    return {"workers": workers, "ready": ready, "nodes": rows}
+        result["ready"] = time.time() - started
+        result["nodes"] = await _phases(cluster, recorder, started)
+        if wait_snapshot:
+            made = await cluster.provisioner.snapshot_ready()
+            result["snapshot"] = time.time() - started
+            result["snapshot_gb"] = made.image_size if made is not None else None
+        if scale_up:
+            before = set(cluster.worker_spec)
+            recorder.times.clear()
+            scaled = time.time()
+            cluster.scale(workers + scale_up)
+            await client.wait_for_workers(workers + scale_up, timeout=1800)
+            result["scale_up"] = time.time() - scaled
+            new = set(cluster.worker_spec) - before
+            result["scale_nodes"] = await _phases(cluster, recorder, scaled, new)
+    return result
+
+
+async def snapshot_comparison(args: argparse.Namespace, recorder: Recorder) -> list[str]:
+    """First cluster, its scale-up, a second cluster, and a cold scale-up: one emulator."""
+    workers, extra = args.sizes[0], args.scale_up
+    async with Emulator(
+        ssh_port=free_port(),
+        profile=args.profile,
+        time_scale=args.time_scale,
+        package_cache=not args.no_package_cache,
+    ) as emulator:
+        os.environ.update(emulator.env())
+        with (
+            tempfile.TemporaryDirectory() as state,
+            dask.config.set({**emulator.dask_config(), "scherbelberg.state-dir": state}),
+        ):
+            first = await one_cluster(
+                workers,
+                recorder,
+                prefix="first",
+                snapshot=True,
+                wait_snapshot=True,
+                scale_up=extra,
+            )
+            second = await one_cluster(workers, recorder, prefix="second", snapshot=True)
+            cold = await one_cluster(workers, recorder, prefix="cold", scale_up=extra)
+    lines = [
+        f"first cluster 1+{workers} (full setup): ready after {first['ready']:.1f} s; "
+        f"its snapshot ({first['snapshot_gb']} GB) was ready {first['snapshot']:.1f} s "
+        "after the call",
+        f"second cluster 1+{workers} (from the snapshot): ready after {second['ready']:.1f} s "
+        f"= {second['ready'] / first['ready']:.2f} of the first",
+        f"scale-up +{extra} from the snapshot: {first['scale_up']:.1f} s; full setup "
+        f"(snapshot=False): {cold['scale_up']:.1f} s = "
+        f"{first['scale_up'] / cold['scale_up']:.2f}",
+        "",
+        "first cluster:",
+        table([first]),
+        "second cluster:",
+        table([second]),
+        "scale-up from the snapshot (seconds from scale()):",
+        table([{"workers": extra, "ready": first["scale_up"], "nodes": first["scale_nodes"]}]),
+        "scale-up with the full setup (seconds from scale()):",
+        table([{"workers": extra, "ready": cold["scale_up"], "nodes": cold["scale_nodes"]}]),
+    ]
+    return lines
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -98,7 +184,7 @@ def table(results: list[dict[str, Any]]) -> str:
         label = f"1+{result['workers']} (ready {result['ready']:.1f} s)"
         nodes = result["nodes"]
         for group, names in (
-            ("scheduler", ["scheduler"]),
+            ("scheduler", [n for n in ["scheduler"] if n in nodes]),
             ("workers, median", [n for n in nodes if n != "scheduler"]),
             ("workers, slowest", [n for n in nodes if n != "scheduler"]),
         ):
@@ -122,6 +208,9 @@ async def main_async(args: argparse.Namespace) -> int:
     provision = logging.getLogger("scherbelberg_dask.cluster.provision")
     provision.setLevel(logging.INFO)
     provision.addHandler(recorder)
+    if args.snapshot:
+        print("\n".join(await snapshot_comparison(args, recorder)))
+        return 0
     results = []
     for workers in args.sizes:
         for _ in range(args.repeat):
@@ -152,6 +241,12 @@ def main() -> int:
     parser.add_argument(
         "--no-package-cache", action="store_true", help="every server downloads its wheels"
     )
+    parser.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="compare a cold start with one from a snapshot (first size only)",
+    )
+    parser.add_argument("--scale-up", type=int, default=2, help="workers added (--snapshot)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(main_async(args))

@@ -8,6 +8,7 @@ uses the emulator profile instead.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
@@ -35,9 +36,14 @@ UV_WHEELS = {
     ),
 }
 
-_TEMPLATE = """\
+#: The file in which the environment part records what it installed (its digest).
+ENVIRONMENT_MARKER = "/opt/scherbelberg/environment"
+#: The line a node booted from a snapshot prints when it cannot use the snapshot's install.
+SNAPSHOT_UNUSABLE = "== snapshot not usable"
+
+_HEADER = """\
 #!/bin/bash
-# scherbelberg-dask node setup ({role}); runs once as root on a fresh {user} node.
+# scherbelberg-dask {what}; runs once as root.
 set -euo pipefail
 exec > >(tee -a {log}) 2>&1
 phase() {{ echo "{marker} $1 $(date +%s.%N)"; }}
@@ -46,7 +52,10 @@ echo "== scherbelberg-dask setup started $(date -Is)"
 # 1. Wait for cloud-init to finish creating users and host keys.
 cloud-init status --wait >/dev/null 2>&1 || echo "cloud-init: $(cloud-init status 2>&1 || true)"
 phase cloud-init
+"""
 
+#: The environment part: the same on every node of an environment, kept in snapshots.
+_ENVIRONMENT = """\
 # 2. uv {uv_version}, pinned by hash: a wheel from PyPI holds the binary (no apt, no pip).
 if [ "$(uv --version 2>/dev/null)" != "uv {uv_version}" ]; then
     case "$(uname -m)" in
@@ -75,8 +84,36 @@ else
 fi
 [ -x {venv_python} ] || uv venv --python "$python_spec" {venv}
 uv pip install --python {venv_python} {requirements}
-phase packages
+"""
 
+#: Run on a node: reuse the environment a snapshot brought along, or install it.
+_REUSE_OR_INSTALL = """\
+env_state="no environment marker"
+venv_check='import importlib.metadata as m; m.version("dask"); m.version("distributed")'
+if [ -f {env_marker} ]; then
+    if [ "$(cat {env_marker})" != "{digest}" ]; then
+        env_state="environment $(cat {env_marker}) differs from {digest}"
+    elif ! {venv_python} -c "$venv_check" >/dev/null 2>&1; then
+        env_state="its venv is broken"
+    else
+        env_state=ok
+    fi
+fi
+if [ "$env_state" = ok ]; then
+    echo "== environment {digest} present: install skipped"
+    phase uv
+else
+    if [ "{from_snapshot}" = yes ]; then
+        echo "{unusable} ($env_state): running the full setup"
+    fi
+{environment}
+    echo "{digest}" > {env_marker}
+fi
+phase packages
+"""
+
+#: The node part: this node's files, its service, sshd hardening (never in a snapshot).
+_NODE = """\
 # 4. The node's files belong to the unprivileged user.
 install -d -m 0700 -o {user} -g {user} /home/{user}/{node_dir}
 cp -r {node_dir}/. /home/{user}/{node_dir}/
@@ -121,18 +158,36 @@ passwd -l root >/dev/null
 echo "== scherbelberg-dask setup done $(date -Is)"
 """
 
+#: Run on an image builder before its snapshot: nothing of this server may be kept.
+_SCRUB = """\
+#!/bin/bash
+# scherbelberg-dask image builder: remove everything that belongs to this one server.
+set -uo pipefail
+userdel -r {user} >/dev/null 2>&1 || true
+rm -rf /root/.ssh /root/{node_dir} {log} /tmp/* /var/tmp/*
+# uv's download cache is not part of the environment (a shared cache mount stays).
+mountpoint -q /root/.cache/uv || rm -rf /root/.cache/uv
+rm -f /etc/ssh/ssh_host_* /etc/ssh/sshd_config.d/10-scherbelberg.conf
+cloud-init clean --logs --seed >/dev/null 2>&1 || cloud-init clean --logs
+# An empty machine id, as in the base image: each server gets its own at boot.  (Not
+# "uninitialized": that is a first boot, on which systemd re-applies unit presets.)
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+# Its name: cloud-init sets each new server's own on first boot.
+sed -i "/$(hostname)/d" /etc/hosts
+echo localhost > /etc/hostname
+# The journal and login records name this server: stop journald, start new ones empty.
+systemctl stop systemd-journald.socket systemd-journald-dev-log.socket \\
+    systemd-journald-audit.socket systemd-journald >/dev/null 2>&1 || true
+rm -rf /var/log/journal/* /run/log/journal/*
+truncate -s 0 /var/log/wtmp /var/log/btmp /var/log/lastlog 2>/dev/null || true
+sync
+"""
 
-def render(environment: NodeEnvironment, *, role: str, user: str, node_dir: str) -> str:
-    """The setup script for a node of ``role`` with the given environment."""
-    if role not in ("scheduler", "worker"):
-        raise ValueError(f"unknown role {role!r}")
-    return _TEMPLATE.format(
-        role=role,
-        user=user,
-        node_dir=node_dir,
-        log=BOOTSTRAP_LOG,
+
+def _environment_part(environment: NodeEnvironment) -> str:
+    return _ENVIRONMENT.format(
         python=environment.python,
-        marker=PHASE_MARKER,
         uv_version=UV_VERSION,
         uv_cases="\n".join(
             f"        {arch}) uv_url={url}; uv_sha256={digest} ;;"
@@ -141,4 +196,77 @@ def render(environment: NodeEnvironment, *, role: str, user: str, node_dir: str)
         venv=VENV,
         venv_python=VENV_PYTHON,
         requirements=" ".join(shlex.quote(r) for r in environment.requirements),
+    )
+
+
+def environment_digest(environment: NodeEnvironment) -> str:
+    """A digest of what the environment part installs (its rendered text, 32 hex digits).
+
+    It changes with the Python version, the exact package set, the uv pin and the
+    script itself: a snapshot whose marker holds another digest is never reused.
+    """
+    text = _environment_part(environment)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _reuse_or_install(environment: NodeEnvironment, *, from_snapshot: bool) -> str:
+    return _REUSE_OR_INSTALL.format(
+        env_marker=ENVIRONMENT_MARKER,
+        digest=environment_digest(environment),
+        venv_python=VENV_PYTHON,
+        from_snapshot="yes" if from_snapshot else "no",
+        unusable=SNAPSHOT_UNUSABLE,
+        environment=_environment_part(environment),
+    )
+
+
+#: The builder compiles the venv's bytecode once, so that no node made from the snapshot
+#: compiles it again at every start (the Dask user may not write into the venv).
+_COMPILE = f"""\
+{VENV_PYTHON} -m compileall -q -j 0 {VENV} >/dev/null || true
+phase compile
+"""
+
+
+def render_environment(environment: NodeEnvironment) -> str:
+    """The setup script of an image builder: the environment part only, no node files."""
+    return (
+        _HEADER.format(what="image builder", log=BOOTSTRAP_LOG, marker=PHASE_MARKER)
+        + _reuse_or_install(environment, from_snapshot=False)
+        + _COMPILE
+    )
+
+
+def render_scrub(*, user: str, node_dir: str) -> str:
+    """The script that cleans an image builder before its snapshot (docs/snapshots.md)."""
+    return _SCRUB.format(user=user, node_dir=node_dir, log=BOOTSTRAP_LOG)
+
+
+def render(
+    environment: NodeEnvironment,
+    *,
+    role: str,
+    user: str,
+    node_dir: str,
+    from_snapshot: bool = False,
+) -> str:
+    """The setup script for a node of ``role`` with the given environment.
+
+    ``from_snapshot``: the server booted from a snapshot of this environment; if its
+    install turns out unusable, the script says so (:data:`SNAPSHOT_UNUSABLE`) and runs
+    the full setup.
+    """
+    if role not in ("scheduler", "worker"):
+        raise ValueError(f"unknown role {role!r}")
+    return (
+        _HEADER.format(what=f"node setup ({role})", log=BOOTSTRAP_LOG, marker=PHASE_MARKER)
+        + _reuse_or_install(environment, from_snapshot=from_snapshot)
+        + "\n"
+        + _NODE.format(
+            role=role,
+            user=user,
+            node_dir=node_dir,
+            log=BOOTSTRAP_LOG,
+            venv_python=VENV_PYTHON,
+        )
     )

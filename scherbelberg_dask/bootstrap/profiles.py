@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from scherbelberg_dask.errors import SettingsError, UserError
 if TYPE_CHECKING:
     from scherbelberg_dask.security.sshkeys import SSHKeyPair
     from scherbelberg_dask.ssh.client import SSHConnection
+
+logger = logging.getLogger(__name__)
 
 #: The unprivileged user that runs Dask on every node.
 DASK_USER = "dask"
@@ -85,13 +88,29 @@ class BootstrapProfile(abc.ABC):
 
     @abc.abstractmethod
     async def setup(
-        self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
+        self,
+        conn: SSHConnection,
+        *,
+        files: dict[str, bytes],
+        node: NodeConfig,
+        from_snapshot: bool = False,
     ) -> None:
         """Install what the node needs and start its Dask service (idempotent).
 
         ``files`` are the node's own files (its TLS pair) by path below :data:`NODE_DIR`;
-        ``node`` becomes its ``node.json``.
+        ``node`` becomes its ``node.json``.  ``from_snapshot``: the server booted from a
+        snapshot of the environment (docs/snapshots.md); only what differs is run, and a
+        snapshot that turns out unusable is logged and followed by the full setup.
         """
+
+    @property
+    def environment_digest(self) -> str | None:
+        """What identifies the installed environment, or None: this image is not snapshotted."""
+        return None
+
+    async def build_environment(self, conn: SSHConnection) -> None:
+        """Install the environment only and clean the server for a snapshot (image builder)."""
+        raise NotImplementedError(f"{type(self).__name__} makes no snapshots")
 
     @abc.abstractmethod
     def service_command(self, action: str, role: str) -> str:
@@ -208,7 +227,12 @@ class EmulatorProfile(BootstrapProfile):
             )
 
     async def setup(
-        self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
+        self,
+        conn: SSHConnection,
+        *,
+        files: dict[str, bytes],
+        node: NodeConfig,
+        from_snapshot: bool = False,
     ) -> None:
         await conn.upload(self.node_files(files, node))
         await self.check_environment(conn)
@@ -284,13 +308,21 @@ class CloudProfile(BootstrapProfile):
     def python(self) -> str:
         return cloudscript.VENV_PYTHON
 
-    def script(self, role: str) -> str:
+    def script(self, role: str, *, from_snapshot: bool = False) -> str:
         """The rendered setup script (printable for inspection)."""
-        return cloudscript.render(self.environment, role=role, user=DASK_USER, node_dir=NODE_DIR)
+        return cloudscript.render(
+            self.environment,
+            role=role,
+            user=DASK_USER,
+            node_dir=NODE_DIR,
+            from_snapshot=from_snapshot,
+        )
 
-    async def setup(
-        self, conn: SSHConnection, *, files: dict[str, bytes], node: NodeConfig
-    ) -> None:
+    @property
+    def environment_digest(self) -> str | None:
+        return cloudscript.environment_digest(self.environment)
+
+    async def _probe(self, conn: SSHConnection) -> None:
         # One command first: a server that cannot run anything (wrong image) says why
         # here, instead of failing the file upload with a protocol error.
         probe = await conn.run("uname -m", check=False, timeout=60)
@@ -300,16 +332,60 @@ class CloudProfile(BootstrapProfile):
                 f"the server cannot run the setup (`uname -m` exited with "
                 f"{probe.exit_status}): {said}"
             )
-        upload = self.node_files(files, node)
-        upload[f"{NODE_DIR}/setup.sh"] = self.script(node.role).encode()
-        await conn.upload(upload)
-        result = await conn.run(f"bash {NODE_DIR}/setup.sh", check=False, timeout=1800)
+
+    async def _run_script(self, conn: SSHConnection, path: str, what: str) -> str:
+        result = await conn.run(f"bash {path}", check=False, timeout=1800)
         if result.exit_status != 0:
             raise BootstrapError(
-                f"node setup failed (exit {result.exit_status}): "
+                f"{what} failed (exit {result.exit_status}): "
                 + "\n".join((result.stdout + result.stderr).strip().splitlines()[-40:])
             )
+        return result.stdout
+
+    async def setup(
+        self,
+        conn: SSHConnection,
+        *,
+        files: dict[str, bytes],
+        node: NodeConfig,
+        from_snapshot: bool = False,
+    ) -> None:
+        await self._probe(conn)
+        upload = self.node_files(files, node)
+        upload[f"{NODE_DIR}/setup.sh"] = self.script(
+            node.role, from_snapshot=from_snapshot
+        ).encode()
+        await conn.upload(upload)
+        output = await self._run_script(conn, f"{NODE_DIR}/setup.sh", "node setup")
+        if from_snapshot:
+            unusable = [
+                line
+                for line in output.splitlines()
+                if line.startswith(cloudscript.SNAPSHOT_UNUSABLE)
+            ]
+            if unusable:
+                logger.warning(
+                    "[%s] %s",
+                    node.name,
+                    unusable[0].removeprefix("== ").replace("running", "ran"),
+                )
         await self.check_environment(conn)
+
+    async def build_environment(self, conn: SSHConnection) -> None:
+        await self._probe(conn)
+        await conn.upload(
+            {
+                f"{NODE_DIR}/environment.sh": cloudscript.render_environment(
+                    self.environment
+                ).encode(),
+                f"{NODE_DIR}/scrub.sh": cloudscript.render_scrub(
+                    user=DASK_USER, node_dir=NODE_DIR
+                ).encode(),
+            }
+        )
+        await self._run_script(conn, f"{NODE_DIR}/environment.sh", "environment setup")
+        await self.check_environment(conn)
+        await self._run_script(conn, f"{NODE_DIR}/scrub.sh", "cleaning for the snapshot")
 
     def service_command(self, action: str, role: str) -> str:
         service = f"dask-{role}"

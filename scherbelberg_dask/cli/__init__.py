@@ -20,7 +20,16 @@ import logging
 import sys
 
 from scherbelberg_dask._version import __version__
-from scherbelberg_dask.cli import create, demo, inspect, lifecycle, remote, script, share
+from scherbelberg_dask.cli import (
+    create,
+    demo,
+    images,
+    inspect,
+    lifecycle,
+    remote,
+    script,
+    share,
+)
 from scherbelberg_dask.cli.common import PROG, cluster_parent, common_parent
 from scherbelberg_dask.cli.logs import LEVELS, setup_logging
 from scherbelberg_dask.errors import UserError
@@ -70,6 +79,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     lifecycle.register(verbs.add_parser, on_cluster)
     share.register(verbs.add_parser, on_cluster, [common])
     inspect.register_catalog(verbs.add_parser, [common])
+    images.register(verbs.add_parser, [common])
     script.register(verbs.add_parser, [common])
 
     emulator = verbs.add_parser(

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from scherbelberg_dask.cli import progress
 from scherbelberg_dask.cli.common import (
@@ -76,6 +77,16 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
         action="append",
         metavar="SPEC",
         help="extra pip requirement installed on every node (repeatable)",
+    )
+    parser.add_argument(
+        "--no-snapshot",
+        dest="snapshot",
+        action="store_false",
+        default=None,
+        help=(
+            "make no snapshot of the node environment and boot no node from one "
+            "(default: scherbelberg.snapshot, on; docs/snapshots.md)"
+        ),
     )
     parser.add_argument(
         "--allowed-cidr",
@@ -159,6 +170,21 @@ def _cancel_on_sigterm() -> Iterator[None]:
             loop.remove_signal_handler(signal.SIGTERM)
 
 
+async def finish_snapshot(cluster: Any) -> None:
+    """Wait for the environment snapshot under way before this process ends.
+
+    The cluster is up and usable meanwhile; ending the process would stop the snapshot
+    (docs/snapshots.md).
+    """
+    if cluster.provisioner.snapshot_pending:
+        logger.info(
+            "Cluster %s is up; finishing the snapshot of its node environment, so that "
+            "later nodes start faster (--no-snapshot skips it) ...",
+            cluster.prefix,
+        )
+        await cluster.provisioner.snapshot_ready()
+
+
 async def _create(args: argparse.Namespace) -> int:
     from scherbelberg_dask.cluster.cluster import HetznerCluster
     from scherbelberg_dask.cluster.provisioner import Ownership
@@ -175,6 +201,7 @@ async def _create(args: argparse.Namespace) -> int:
         retired_types=args.retired_types,
         allowed_cidrs=args.allowed_cidrs,
         packages=args.packages,
+        snapshot=args.snapshot,
         timeouts=timeouts or None,
         autonomous=args.autonomous,
         idle_timeout=args.idle_timeout,
@@ -208,6 +235,7 @@ async def _create(args: argparse.Namespace) -> int:
         raise
     failures = cluster.failures
     workers = len(cluster.worker_nodes)
+    await finish_snapshot(cluster)
     await cluster.detach()
     for name, error in sorted(failures.items()):
         first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)

@@ -42,8 +42,15 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
         description=(
             "Delete every resource labelled with the cluster's prefix, and its local state, "
             "without needing the local state or a working cluster (e.g. after a failed "
-            "create or a lost laptop). Touches no other cluster; safe to repeat."
+            "create or a lost laptop). Touches no other cluster; safe to repeat. The "
+            "environment snapshots its image builder made stay (they belong to no cluster) "
+            "unless --images is given."
         ),
+    )
+    nuke.add_argument(
+        "--images",
+        action="store_true",
+        help="also delete the environment snapshots this cluster made (see `images`)",
     )
     nuke.set_defaults(run=run_nuke)
 
@@ -67,6 +74,7 @@ _NOUNS = {
     "firewalls": "firewall",
     "networks": "network",
     "ssh_keys": "SSH key",
+    "snapshots": "snapshot",
 }
 
 
@@ -103,12 +111,12 @@ async def _destroy(prefix: str) -> dict[str, int]:
 def run_nuke(args: argparse.Namespace) -> int:
     """Nuke the cluster's remains; return the exit status."""
     prefix = prefix_of(args)
-    deleted = asyncio.run(_nuke(prefix))
+    deleted = asyncio.run(_nuke(prefix, images=args.images))
     print(f"cluster {prefix} nuked: deleted {_summary(deleted)}")
     return 0
 
 
-async def _nuke(prefix: str) -> dict[str, int]:
+async def _nuke(prefix: str, *, images: bool = False) -> dict[str, int]:
     from scherbelberg_dask.cluster.nuke import nuke_async
     from scherbelberg_dask.state import StateDir
     from scherbelberg_dask.state.access import DASK, AccessError, access_of
@@ -122,7 +130,25 @@ async def _nuke(prefix: str) -> dict[str, int]:
         )
 
     async with progress.tracking(f"nuking cluster {prefix}", None, lambda: 0):
-        return await nuke_async(prefix)
+        deleted = await nuke_async(prefix)
+    if images:
+        deleted["snapshots"] = await _delete_snapshots(prefix)
+    return deleted
+
+
+async def _delete_snapshots(prefix: str) -> int:
+    """Delete the environment snapshots cluster ``prefix``'s image builder made."""
+    from scherbelberg_dask.cloud.client import CloudClient
+    from scherbelberg_dask.cloud.snapshots import KIND, MADE_BY, SNAPSHOT, list_snapshots
+
+    cloud = CloudClient()
+    try:
+        made = await list_snapshots(cloud, f"{SNAPSHOT}={KIND},{MADE_BY}={prefix}")
+        for snapshot in made:
+            await cloud.delete("images", snapshot.id)
+        return len(made)
+    finally:
+        await cloud.close()
 
 
 # -- scale ------------------------------------------------------------------------------
@@ -136,6 +162,7 @@ def run_scale(args: argparse.Namespace) -> int:
 
 
 async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
+    from scherbelberg_dask.cli.create import finish_snapshot
     from scherbelberg_dask.cluster.cluster import HetznerCluster
     from scherbelberg_dask.state import StateDir
     from scherbelberg_dask.state.access import OPERATOR, require
@@ -154,6 +181,7 @@ async def _scale(prefix: str, wanted: int, retired_types: str | None) -> int:
             await cluster  # starts and stops workers until the spec is met
         after = len(cluster.worker_nodes)
         failures = cluster.failures
+        await finish_snapshot(cluster)
     finally:
         await close_cluster(cluster)  # attached: the cluster keeps running
     for name, error in sorted(failures.items()):

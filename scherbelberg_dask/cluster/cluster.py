@@ -107,6 +107,10 @@ class HetznerCluster(SpecCluster):
     boot_retries
         How often in a row a new server is tried for a node whose server failed to come
         up for a reason of the cloud's (default ``scherbelberg.boot-retries``, 2).
+    snapshot
+        Snapshot the node environment in the background once the first node is up, and
+        boot later nodes of the same environment from the newest matching snapshot
+        (default ``scherbelberg.snapshot``, on; docs/snapshots.md).
     **cloudprovider
         dask-cloudprovider's ``HetznerCluster`` keywords: ``n_workers`` (``workers``),
         ``server_type`` (both roles, unless ``scheduler_type``/``worker_type`` say
@@ -159,6 +163,7 @@ class HetznerCluster(SpecCluster):
         autonomous: bool | None = None,
         idle_timeout: str | float | None = None,
         max_lifetime: str | float | None = None,
+        snapshot: bool | None = None,
         loop: Any = None,
         _attach: bool = False,
         **cloudprovider: Any,

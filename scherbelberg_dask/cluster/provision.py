@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from scherbelberg_dask.bootstrap.node_config import NodeConfig
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
+from scherbelberg_dask.cloud.snapshots import Snapshot
 from scherbelberg_dask.cluster.node import Node
 from scherbelberg_dask.cluster.secrets import HostKeyPins
 from scherbelberg_dask.cluster.settings import Timeouts
@@ -105,6 +106,8 @@ class NodeJob:
     after_setup
         Run after the profile's setup, with the setup connection and the server (an
         autonomous cluster's scheduler installs its controller there).
+    snapshot
+        The environment snapshot the server boots from (None: the base image).
     """
 
     name: str
@@ -121,6 +124,7 @@ class NodeJob:
     on_booted: Callable[[ServerInfo], None]
     timeouts: Timeouts
     after_setup: Callable[[SSHConnection, ServerInfo], Awaitable[None]] | None = None
+    snapshot: Snapshot | None = None
 
 
 def server_hosts(server: ServerInfo) -> list[str]:
@@ -134,7 +138,10 @@ async def provision_node(job: NodeJob) -> Node:
     server_name = job.spec.name
     tag = f"[{name}]"
     started = time.monotonic()
-    logger.info("Creating node %s ...", server_name)
+    if job.snapshot is not None:
+        logger.info("Creating node %s from snapshot %d ...", server_name, job.snapshot.id)
+    else:
+        logger.info("Creating node %s ...", server_name)
     try:
         server, actions = await cloud.create_server(job.spec)
     except Exception as exc:
@@ -160,7 +167,10 @@ async def provision_node(job: NodeJob) -> Node:
         logger.info("%s Bootstrapping ...", tag)
         await asyncio.wait_for(
             profile.setup(
-                conn, files=job.tls_files, node=job.node_config(server, scheduler_address)
+                conn,
+                files=job.tls_files,
+                node=job.node_config(server, scheduler_address),
+                from_snapshot=job.snapshot is not None,
             ),
             job.timeouts.bootstrap,
         )

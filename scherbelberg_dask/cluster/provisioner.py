@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from scherbelberg_dask.cloud.labels import (
     cluster_labels,
     cluster_selector,
 )
+from scherbelberg_dask.cloud.snapshots import MADE_BY, Snapshot, SnapshotKey
 from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
 from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.node import Node, dask_address
@@ -48,6 +50,7 @@ from scherbelberg_dask.cluster.resources import (
 )
 from scherbelberg_dask.cluster.secrets import ClusterSecrets, HostKeyPins
 from scherbelberg_dask.cluster.settings import ClusterSettings
+from scherbelberg_dask.cluster.snapshot_builder import BUILDER, BuilderJob, NodeImages
 from scherbelberg_dask.errors import ClusterExistsError, ClusterNotFoundError, NodeNotFoundError
 from scherbelberg_dask.ssh import SSHConnection, SSHTarget, connect
 from scherbelberg_dask.state.statedir import StateDir
@@ -143,6 +146,7 @@ class Provisioner:
         self._cloud: CloudClient | None = None
         self._environment = NodeEnvironment.local(settings.packages)
         self._profile: BootstrapProfile | None = None
+        self._images: NodeImages | None = None
         self._resources: ClusterResources | None = None
         #: Role → the server type its new servers get (a retired type's successor).
         self._server_types: dict[str, ServerType] = {}
@@ -187,8 +191,18 @@ class Provisioner:
         resolved = {role: self._resolve(catalog, role) for role in ("scheduler", "worker")}
         for resolution in resolved.values():
             catalog.image(s.image, resolution.server_type.architecture)
-        self._profile = profile_for_image(s.image, self._environment)
+        self._use_profile(profile_for_image(s.image, self._environment), s.image)
         self._adopt(resolved)
+
+    def _use_profile(self, profile: BootstrapProfile, image: str) -> None:
+        self._profile = profile
+        self._images = NodeImages(
+            cloud=lambda: self.cloud,
+            profile=profile,
+            base_image=image,
+            enabled=self.settings.snapshot,
+            make_job=self._builder_job,
+        )
 
     def _requested_type(self, role: str) -> str:
         return self.settings.scheduler_type if role == "scheduler" else self.settings.worker_type
@@ -319,7 +333,7 @@ class Provisioner:
         metadata = await asyncio.to_thread(self.state.read_metadata)
         image = str(metadata.get("image", self.settings.image))
         self.dask_config = dask_config_shipping.recall(metadata)
-        self._profile = profile_for_image(image, self._environment)
+        self._use_profile(profile_for_image(image, self._environment), image)
         # Its types may have been retired since it was made: existing servers keep running
         # (and can be looked at, scaled down, destroyed); new ones get the successor, or,
         # if there is none to use, fail with the reason before anything is made.
@@ -332,6 +346,8 @@ class Provisioner:
                 self.type_errors[role] = exc
         self._attach_resolved = resolved
         for server in servers:
+            if server.labels.get(ROLE) not in ("scheduler", "worker"):
+                continue  # an image builder still at work: not a node
             name = server.labels.get(NODE, server.name)
             self.nodes[name] = Node(
                 name=name,
@@ -410,13 +426,16 @@ class Provisioner:
             existing = self.nodes.get(name)
             if existing is not None:
                 return existing
-            node = await provision_node(await self._job(name, role))
+            job = await self._job(name, role)
+            node = await provision_node(job)
         except NodeStartError as exc:
             self.failures[name] = exc
             raise
         finally:
             self._tasks.pop(name, None)
         self.nodes[name] = node
+        if self._images is not None:
+            self._images.node_up(self.server_type(role), job.snapshot)
         return node
 
     async def _job(self, name: str, role: str) -> NodeJob:
@@ -434,10 +453,14 @@ class Provisioner:
         host_key, user_data = await asyncio.to_thread(
             make_user_data, profile, server_name, self._secrets.authorized_key, controller
         )
+        image: str = settings.image
+        snapshot: Snapshot | None = None
+        if self._images is not None:
+            image, snapshot = await self._images.image_for(self.server_type(role))
         spec = ServerSpec(
             name=server_name,
             server_type=self.server_type(role).name,
-            image=settings.image,
+            image=image,
             location=settings.location,
             labels={
                 **cluster_labels(self.prefix, role, name),
@@ -484,6 +507,7 @@ class Provisioner:
             on_booted=on_booted,
             timeouts=settings.timeouts,
             after_setup=self._controller_installer(name) if controller else None,
+            snapshot=snapshot,
         )
 
     def _controller_installer(
@@ -516,6 +540,49 @@ class Provisioner:
             )
 
         return install
+
+    async def _builder_job(self, key: SnapshotKey, server_type: ServerType) -> BuilderJob:
+        """The image builder of ``key``: the cluster's SSH key and firewall, no network."""
+        if self._resources is None or self._secrets is None or self._images is None:
+            raise RuntimeError(f"cluster {self.prefix!r} is neither created nor attached yet")
+        # Its own name: another process's builder of the same cluster is not adopted.
+        server_name = f"{self.prefix}-{BUILDER}-{secrets.token_hex(2)}"
+        host_key, user_data = await asyncio.to_thread(
+            make_user_data, self.profile, server_name, self._secrets.authorized_key
+        )
+        return BuilderJob(
+            key=key,
+            spec=ServerSpec(
+                name=server_name,
+                server_type=server_type.name,
+                image=self._images.base_image,
+                location=self.settings.location,
+                labels=cluster_labels(self.prefix, BUILDER, BUILDER),
+                user_data=user_data,
+                ssh_key_ids=(self._resources.ssh_key_id,),
+                firewall_ids=(self._resources.firewall_id,),
+            ),
+            host_key=host_key,
+            cloud=self.cloud,
+            profile=self.profile,
+            pins=self._pins,
+            target=lambda server, user: self.ssh_target(server, user, BUILDER),
+            timeouts=self.settings.timeouts,
+            made_by={MADE_BY: self.prefix},
+        )
+
+    @property
+    def snapshot_pending(self) -> bool:
+        """True while a snapshot of the environment is being made."""
+        return self._images is not None and self._images.pending
+
+    async def snapshot_ready(self) -> Snapshot | None:
+        """The snapshot of the environment being made in the background, once done.
+
+        None if none is being made (snapshots off, the image's profile makes none, one
+        existed already) or making it failed (logged).
+        """
+        return None if self._images is None else await self._images.wait()
 
     async def delete(self, name: str) -> None:
         """Stop bringing node ``name`` up, or delete its server; forget it."""
@@ -556,6 +623,8 @@ class Provisioner:
     async def destroy(self) -> dict[str, int]:
         """Delete every labelled resource of this cluster and its local state."""
         await self._cancel_tasks()
+        if self._images is not None:
+            await self._images.close()
         deleted = await destroy_cluster(
             self.cloud, self.prefix, self.state, timeout=self.settings.timeouts.delete
         )
@@ -563,8 +632,13 @@ class Provisioner:
         return deleted
 
     async def release(self) -> None:
-        """End this process's hold: destroy the cluster if it owns it; close the client."""
+        """End this process's hold: destroy the cluster if it owns it; close the client.
+
+        A snapshot still being made is not finished (its builder is deleted).
+        """
         try:
+            if self._images is not None:
+                await self._images.close()
             if self.ownership is Ownership.OWNED:
                 await self.destroy()
         finally:

@@ -79,6 +79,8 @@ class ClusterSettings:
     #: Seconds after the cluster's creation at which the controller deletes it, busy or
     #: not (``None``: no limit).
     max_lifetime: float | None = None
+    #: Snapshot the node environment, and boot later nodes from it (docs/snapshots.md).
+    snapshot: bool = True
 
     #: Settings of one process's handle, not of the cluster: not remembered.
     LOCAL = ("workers", "state_dir", "timeouts")
@@ -173,6 +175,7 @@ class ClusterSettings:
             autonomous=_flag("autonomous", pick("autonomous")),
             idle_timeout=duration("idle_timeout", pick("idle_timeout")),
             max_lifetime=duration("max_lifetime", pick("max_lifetime")),
+            snapshot=_flag("snapshot", pick("snapshot")),
         )
         if arguments:
             known = ", ".join(f.name for f in dataclasses.fields(cls))
@@ -188,15 +191,15 @@ def _port(name: str, value: Any) -> int:
     return value
 
 
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SettingsError(f"{name} must be a whole number ≥ 0, not {value!r}")
-    return value
-
-
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingsError(f"{name} must be a whole number ≥ 0, not {value!r}")
     return value
 
 

@@ -46,8 +46,9 @@ def test_the_seed_verbs_and_flags_exist() -> None:
     flags = {f for a in verbs["create"]._actions for f in a.option_strings}
     assert {"--workers", "--worker", "--scheduler", "--image", "--location", "--prefix"} <= flags
     for name, parser in verbs.items():
-        # attach: the cluster is named by the bundle it installs.
-        if name not in ("emulator", "demo", "catalog", "bootstrap-script", "attach"):
+        # attach: the cluster is named by the bundle it installs; images: snapshots
+        # belong to no cluster.
+        if name not in ("emulator", "demo", "catalog", "bootstrap-script", "attach", "images"):
             assert "--prefix" in {f for a in parser._actions for f in a.option_strings}, name
 
 

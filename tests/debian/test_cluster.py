@@ -31,7 +31,10 @@ async def test_cluster_on_debian_servers(  # type: ignore[no-untyped-def]
 
     prefix = "deb"
     async with (
-        HetznerCluster(workers=2, prefix=prefix, image="debian-12", asynchronous=True) as cluster,
+        # Snapshots have their own tests (test_snapshots.py); here every node is set up in full.
+        HetznerCluster(
+            workers=2, prefix=prefix, image="debian-12", snapshot=False, asynchronous=True
+        ) as cluster,
         Client(cluster, asynchronous=True) as client,
     ):
         servers = resources(debian_cloud, prefix)["servers"]

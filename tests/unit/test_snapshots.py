@@ -1,0 +1,94 @@
+"""The environment key of snapshots, the split setup script, the snapshot setting."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from scherbelberg_dask.bootstrap import cloudscript
+from scherbelberg_dask.bootstrap.environment import NodeEnvironment
+from scherbelberg_dask.bootstrap.profiles import CloudProfile, EmulatorProfile
+from scherbelberg_dask.cli.images import parse_age
+from scherbelberg_dask.cloud.labels import CLUSTER
+from scherbelberg_dask.cloud.snapshots import KEY, label_value_ok
+from scherbelberg_dask.cluster.settings import ClusterSettings
+from scherbelberg_dask.cluster.snapshot_builder import environment_key
+from scherbelberg_dask.errors import SettingsError
+
+ENV = NodeEnvironment("3.11", {"dask": "2026.8.0", "distributed": "2026.8.0"}, ())
+
+
+def _key(env: NodeEnvironment = ENV, image: str = "debian-12", arch: str = "x86") -> str:
+    key = environment_key(CloudProfile(env), image, arch)
+    assert key is not None
+    return key.key
+
+
+def test_the_key_changes_with_every_part_of_the_environment() -> None:
+    assert _key() == _key()
+    others = {
+        _key(dataclasses.replace(ENV, extra=("six",))),
+        _key(dataclasses.replace(ENV, python="3.12")),
+        _key(dataclasses.replace(ENV, pinned={**ENV.pinned, "dask": "2026.9.0"})),
+        _key(image="ubuntu-24.04"),
+        _key(arch="arm"),
+    }
+    assert len(others) == 5 and _key() not in others
+
+
+def test_snapshot_labels_keep_hetzner_rules_and_name_no_cluster() -> None:
+    key = environment_key(
+        CloudProfile(dataclasses.replace(ENV, extra=("xarray>=2024",))), "debian-12", "x86"
+    )
+    assert key is not None
+    assert CLUSTER not in key.labels
+    assert key.labels[KEY] == key.key and key.selector.endswith(key.key)
+    assert key.labels["scherbelberg/extra-packages"] == "1"
+    for name, value in key.labels.items():
+        assert len(name.split("/")[-1]) <= 63 and label_value_ok(value), (name, value)
+    assert "+xarray>=2024" in key.description
+
+
+def test_the_emulator_image_makes_no_snapshots() -> None:
+    assert environment_key(EmulatorProfile(ENV), "scherbelberg-emulator", "x86") is None
+
+
+def test_the_node_script_reuses_a_matching_environment_or_installs_it() -> None:
+    digest = cloudscript.environment_digest(ENV)
+    script = cloudscript.render(
+        ENV, role="worker", user="dask", node_dir="node", from_snapshot=True
+    )
+    assert f'!= "{digest}"' in script and "install skipped" in script
+    assert cloudscript.SNAPSHOT_UNUSABLE in script and '"yes" = yes' in script
+    assert f"> {cloudscript.ENVIRONMENT_MARKER}" in script
+    cold = cloudscript.render(ENV, role="worker", user="dask", node_dir="node")
+    assert '"no" = yes' in cold
+
+
+def test_the_image_builder_gets_the_environment_part_only_and_is_cleaned() -> None:
+    builder = cloudscript.render_environment(ENV)
+    assert "uv pip install" in builder
+    for node_part in ("node.json", "dask-worker", "dask-scheduler", "PermitRootLogin"):
+        assert node_part not in builder
+    scrub = cloudscript.render_scrub(user="dask", node_dir="node")
+    assert "rm -f /etc/ssh/ssh_host_*" in scrub and "cloud-init clean" in scrub
+    assert ": > /etc/machine-id" in scrub and "uninitialized" not in scrub.replace(
+        '"uninitialized"', ""
+    )
+
+
+def test_snapshot_setting_defaults_on_and_is_checked() -> None:
+    assert ClusterSettings.resolve(prefix="a").snapshot is True
+    assert ClusterSettings.resolve(prefix="a", snapshot=False).snapshot is False
+    assert ClusterSettings.resolve(prefix="a").remembered()["snapshot"] is True
+    with pytest.raises(SettingsError, match="snapshot must be true or false"):
+        ClusterSettings.resolve(prefix="a", snapshot="no")
+
+
+def test_prune_ages() -> None:
+    assert parse_age("7d") == timedelta(days=7)
+    assert parse_age("30m") == timedelta(minutes=30)
+    with pytest.raises(SettingsError, match="older-than"):
+        parse_age("soon")
