@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -37,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import dask.config
@@ -129,9 +131,9 @@ async def one_cluster(
     return result
 
 
-async def snapshot_comparison(args: argparse.Namespace, recorder: Recorder) -> list[str]:
-    """First cluster, its scale-up, a second cluster, and a cold scale-up: one emulator."""
-    workers, extra = args.sizes[0], args.scale_up
+@contextlib.asynccontextmanager
+async def local_cloud(args: argparse.Namespace) -> AsyncIterator[Emulator]:
+    """An emulator as ``args`` ask, with the environment, config and a state dir for it."""
     async with Emulator(
         ssh_port=free_port(),
         profile=args.profile,
@@ -143,16 +145,23 @@ async def snapshot_comparison(args: argparse.Namespace, recorder: Recorder) -> l
             tempfile.TemporaryDirectory() as state,
             dask.config.set({**emulator.dask_config(), "scherbelberg.state-dir": state}),
         ):
-            first = await one_cluster(
-                workers,
-                recorder,
-                prefix="first",
-                snapshot=True,
-                wait_snapshot=True,
-                scale_up=extra,
-            )
-            second = await one_cluster(workers, recorder, prefix="second", snapshot=True)
-            cold = await one_cluster(workers, recorder, prefix="cold", scale_up=extra)
+            yield emulator
+
+
+async def snapshot_comparison(args: argparse.Namespace, recorder: Recorder) -> list[str]:
+    """First cluster, its scale-up, a second cluster, and a cold scale-up: one emulator."""
+    workers, extra = args.sizes[0], args.scale_up
+    async with local_cloud(args):
+        first = await one_cluster(
+            workers,
+            recorder,
+            prefix="first",
+            snapshot=True,
+            wait_snapshot=True,
+            scale_up=extra,
+        )
+        second = await one_cluster(workers, recorder, prefix="second", snapshot=True)
+        cold = await one_cluster(workers, recorder, prefix="cold", scale_up=extra)
     lines = [
         f"first cluster 1+{workers} (full setup): ready after {first['ready']:.1f} s; "
         f"its snapshot ({first['snapshot_gb']} GB) was ready {first['snapshot']:.1f} s "
@@ -214,18 +223,8 @@ async def main_async(args: argparse.Namespace) -> int:
     results = []
     for workers in args.sizes:
         for _ in range(args.repeat):
-            async with Emulator(
-                ssh_port=free_port(),
-                profile=args.profile,
-                time_scale=args.time_scale,
-                package_cache=not args.no_package_cache,
-            ) as emulator:
-                os.environ.update(emulator.env())
-                with (
-                    tempfile.TemporaryDirectory() as state,
-                    dask.config.set({**emulator.dask_config(), "scherbelberg.state-dir": state}),
-                ):
-                    result = await one_cluster(workers, recorder)
+            async with local_cloud(args):
+                result = await one_cluster(workers, recorder)
             print(f"1+{workers}: ready after {result['ready']:.1f} s", file=sys.stderr)
             results.append(result)
     print(table(results))
