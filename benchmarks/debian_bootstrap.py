@@ -51,7 +51,7 @@ from scherbelberg_dask.emulator.pytest_plugin import free_port
 
 logger = logging.getLogger("benchmarks.debian_bootstrap")
 
-PHASES = ("running", "ssh", "cloud-init", "uv", "packages", "service", "dask")
+PHASES = ("running", "ssh", "uv", "packages", "service", "cloud-init", "dask")
 _MARK = re.compile(r"^== phase (\S+) (\d+\.\d+)$", re.MULTILINE)
 _NODE = re.compile(r"^\[(\w+)\] (.*)$")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 
-from scherbelberg_dask.bootstrap.environment import NodeEnvironment
+from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
 
 VENV = "/opt/scherbelberg/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
@@ -38,6 +38,8 @@ UV_WHEELS = {
 
 #: The file in which the environment part records what it installed (its digest).
 ENVIRONMENT_MARKER = "/opt/scherbelberg/environment"
+#: Starts the line with what the client checks of the node's venv (:data:`PROBE` output).
+PROBE_MARKER = "== environment probe"
 #: The line a node booted from a snapshot prints when it cannot use the snapshot's install.
 SNAPSHOT_UNUSABLE = "== snapshot not usable"
 
@@ -48,11 +50,21 @@ set -euo pipefail
 exec > >(tee -a {log}) 2>&1
 phase() {{ echo "{marker} $1 $(date +%s.%N)"; }}
 echo "== scherbelberg-dask setup started $(date -Is)"
-
-# 1. Wait for cloud-init to finish creating users and host keys.
-cloud-init status --wait >/dev/null 2>&1 || echo "cloud-init: $(cloud-init status 2>&1 || true)"
-phase cloud-init
+{first_stage}
 """
+
+#: A node's first step: cloud-init's first stage made the users and host keys before
+#: sshd let root in (root's key comes after the users); its later stages (config, final:
+#: about 2 s) run alongside the setup and are waited for before sshd is hardened.
+_USERS_MADE = """
+# 1. The users exist (else wait for cloud-init to make them).
+id {user} >/dev/null 2>&1 || {wait_cloud_init}
+"""
+
+#: Waits for every stage of cloud-init (before sshd is hardened, and before a snapshot).
+_WAIT_CLOUD_INIT = (
+    'cloud-init status --wait >/dev/null 2>&1 || echo "cloud-init: $(cloud-init status 2>&1 || true)"'
+)
 
 #: The environment part: the same on every node of an environment, kept in snapshots.
 _ENVIRONMENT = """\
@@ -147,7 +159,13 @@ systemctl daemon-reload
 systemctl enable --now dask-{role}
 phase service
 
-# 6. SSH: keys only, and no root login from now on.
+# 6. While Dask starts: what the client checks (the venv's Python and packages), then
+#    the rest of cloud-init.
+echo "{probe_marker} $({venv_python} -c {probe})"
+{wait_cloud_init}
+phase cloud-init
+
+# 7. SSH: keys only, and no root login from now on.
 cat > /etc/ssh/sshd_config.d/10-scherbelberg.conf <<'SSHD'
 PermitRootLogin no
 PasswordAuthentication no
@@ -183,6 +201,12 @@ rm -rf /var/log/journal/* /run/log/journal/*
 truncate -s 0 /var/log/wtmp /var/log/btmp /var/log/lastlog 2>/dev/null || true
 sync
 """
+
+
+def _header(what: str, *, first_stage: str) -> str:
+    return _HEADER.format(
+        what=what, log=BOOTSTRAP_LOG, marker=PHASE_MARKER, first_stage=first_stage
+    )
 
 
 def _environment_part(environment: NodeEnvironment) -> str:
@@ -231,8 +255,9 @@ phase compile
 def render_environment(environment: NodeEnvironment) -> str:
     """The setup script of an image builder: the environment part only, no node files."""
     return (
-        _HEADER.format(what="image builder", log=BOOTSTRAP_LOG, marker=PHASE_MARKER)
+        _header("image builder", first_stage="")
         + _reuse_or_install(environment, from_snapshot=False)
+        + f"{_WAIT_CLOUD_INIT}\nphase cloud-init\n"
         + _COMPILE
     )
 
@@ -259,7 +284,10 @@ def render(
     if role not in ("scheduler", "worker"):
         raise ValueError(f"unknown role {role!r}")
     return (
-        _HEADER.format(what=f"node setup ({role})", log=BOOTSTRAP_LOG, marker=PHASE_MARKER)
+        _header(
+            f"node setup ({role})",
+            first_stage=_USERS_MADE.format(user=user, wait_cloud_init=_WAIT_CLOUD_INIT),
+        )
         + _reuse_or_install(environment, from_snapshot=from_snapshot)
         + "\n"
         + _NODE.format(
@@ -268,5 +296,8 @@ def render(
             node_dir=node_dir,
             log=BOOTSTRAP_LOG,
             venv_python=VENV_PYTHON,
+            probe_marker=PROBE_MARKER,
+            probe=shlex.quote(PROBE),
+            wait_cloud_init=_WAIT_CLOUD_INIT,
         )
     )

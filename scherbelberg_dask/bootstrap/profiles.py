@@ -164,7 +164,15 @@ class BootstrapProfile(abc.ABC):
     async def check_environment(self, conn: SSHConnection) -> None:
         """Fail if the node's Python or pinned packages differ from the client's."""
         result = await conn.run(f"{self.python} -c {shlex.quote(PROBE)}", timeout=120)
-        problems = self.environment.mismatches(result.stdout)
+        self._check_probe(result.stdout)
+
+    def _check_probe(self, output: str) -> None:
+        try:
+            problems = self.environment.mismatches(output)
+        except (ValueError, KeyError, TypeError):
+            raise BootstrapError(
+                f"the node's Python could not report its packages: {output.strip()!r}"
+            ) from None
         if problems:
             raise BootstrapError(
                 "node environment does not match the client: " + "; ".join(problems)
@@ -369,7 +377,12 @@ class CloudProfile(BootstrapProfile):
                     node.name,
                     unusable[0].removeprefix("== ").replace("running", "ran"),
                 )
-        await self.check_environment(conn)
+        probe = [
+            line.removeprefix(cloudscript.PROBE_MARKER)
+            for line in output.splitlines()
+            if line.startswith(cloudscript.PROBE_MARKER)
+        ]
+        self._check_probe(probe[-1] if probe else "")
 
     async def build_environment(self, conn: SSHConnection) -> None:
         await self._probe(conn)

@@ -51,9 +51,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between "Continuing to wait for SSH ..." messages.
 PROGRESS_INTERVAL = 5.0
-#: First and maximal pause between connection attempts in :func:`wait_for_ssh`.
+#: First and maximal pause between connection attempts in :func:`wait_for_ssh`.  A refused
+#: attempt costs one round trip, so the cap is short: sshd is found at most half a
+#: second after it starts listening.
 _FIRST_DELAY = 0.1
-_MAX_DELAY = 2.0
+_MAX_DELAY = 0.5
 #: Upper bound of one connection attempt inside :func:`wait_for_ssh`.
 _ATTEMPT_TIMEOUT = 15.0
 #: Keepalive: a silently dead server is noticed after about interval * count seconds.
