@@ -18,6 +18,8 @@ in the background and waited for, not counted), a scale-up of it by ``--scale-up
 workers (from the snapshot), a second cluster (every node from the snapshot) and, as the
 reference for the scale-up, a cluster without snapshots scaled up the same way.
 
+``--packages`` adds extra packages to the node environment (for example ``pandas pyarrow``,
+what ``dask[dataframe]`` brings); by default nodes get only the client's own Dask stack.
 ``--no-package-cache`` gives every server an empty uv cache (each downloads its wheels, as
 a fresh Hetzner server does); by default the emulator shares uv's cache between servers.
 The API answers instantly (``instant`` profile) unless ``--profile realistic`` is given;
@@ -143,7 +145,13 @@ async def local_cloud(args: argparse.Namespace) -> AsyncIterator[Emulator]:
         os.environ.update(emulator.env())
         with (
             tempfile.TemporaryDirectory() as state,
-            dask.config.set({**emulator.dask_config(), "scherbelberg.state-dir": state}),
+            dask.config.set(
+                {
+                    **emulator.dask_config(),
+                    "scherbelberg.state-dir": state,
+                    "scherbelberg.packages": args.packages,
+                }
+            ),
         ):
             yield emulator
 
@@ -246,6 +254,12 @@ def main() -> int:
         help="compare a cold start with one from a snapshot (first size only)",
     )
     parser.add_argument("--scale-up", type=int, default=2, help="workers added (--snapshot)")
+    parser.add_argument(
+        "--packages",
+        nargs="*",
+        default=[],
+        help="extra packages of the node environment (e.g. pandas pyarrow, as dask[dataframe])",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(main_async(args))
