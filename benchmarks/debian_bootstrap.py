@@ -7,7 +7,7 @@ every node the benchmark reports, in seconds from the ``HetznerCluster(...)`` ca
 
 - ``running``: the server's create and start actions have finished (API);
 - ``ssh``: the first SSH login succeeded (sshd up, cloud-init has put the key in place);
-- ``cloud-init``, ``uv``, ``packages``, ``service``: the setup script's own phase markers
+- ``uv``, ``packages``, ``service``: the setup script's own phase markers
   (``== phase NAME EPOCH`` in ``/var/log/scherbelberg-bootstrap.log``);
 - ``dask``: the Dask process reported itself ready;
 - ``ready``: a ``Client`` sees every worker (cluster-wide).
@@ -53,7 +53,7 @@ from scherbelberg_dask.emulator.pytest_plugin import free_port
 
 logger = logging.getLogger("benchmarks.debian_bootstrap")
 
-PHASES = ("running", "ssh", "uv", "packages", "service", "cloud-init", "dask")
+PHASES = ("running", "ssh", "uv", "packages", "service", "dask")
 _MARK = re.compile(r"^== phase (\S+) (\d+\.\d+)$", re.MULTILINE)
 _NODE = re.compile(r"^\[(\w+)\] (.*)$")
 

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 #: Hetzner's limit for ``user_data`` in bytes (32 KiB).
 USER_DATA_LIMIT = 32 * 1024
 _HEADER = "#cloud-config\n"
+#: sshd's drop-in of scherbelberg-dask; the first value of an option wins, so it goes first.
+SSHD_DROP_IN = "/etc/ssh/sshd_config.d/10-scherbelberg.conf"
+#: In the drop-in from the first boot on (cloud-init writes it before sshd starts).
+SSHD_NO_PASSWORDS = "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +134,11 @@ def render_cloud_config(
             "ed25519_private": host_key.private_openssh,
             "ed25519_public": host_key.public_openssh,
         },
-        "ssh_pwauth": False,
+        # Not ``ssh_pwauth``: cloud-init would then rewrite sshd's config and restart it
+        # in its config stage, seconds into the node's setup, dropping new connections.
+        "write_files": [
+            {"path": SSHD_DROP_IN, "permissions": "0644", "content": SSHD_NO_PASSWORDS}
+        ],
         "disable_root": disable_root,
     }
     if hostname is not None:

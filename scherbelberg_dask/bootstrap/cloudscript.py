@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 
+from scherbelberg_dask.bootstrap.cloudinit import SSHD_DROP_IN, SSHD_NO_PASSWORDS
 from scherbelberg_dask.bootstrap.environment import PROBE, NodeEnvironment
 
 VENV = "/opt/scherbelberg/venv"
@@ -55,13 +56,13 @@ echo "== scherbelberg-dask setup started $(date -Is)"
 
 #: A node's first step: cloud-init's first stage made the users and host keys before
 #: sshd let root in (root's key comes after the users); its later stages (config, final:
-#: about 2 s) run alongside the setup and are waited for before sshd is hardened.
+#: about 2 s) run alongside the setup and are not waited for.
 _USERS_MADE = """
 # 1. The users exist (else wait for cloud-init to make them).
 id {user} >/dev/null 2>&1 || {wait_cloud_init}
 """
 
-#: Waits for every stage of cloud-init (before sshd is hardened, and before a snapshot).
+#: Waits for every stage of cloud-init (on an image builder: before its snapshot).
 _WAIT_CLOUD_INIT = (
     'cloud-init status --wait >/dev/null 2>&1 || echo "cloud-init: $(cloud-init status 2>&1 || true)"'
 )
@@ -159,19 +160,19 @@ systemctl daemon-reload
 systemctl enable --now dask-{role}
 phase service
 
-# 6. While Dask starts: what the client checks (the venv's Python and packages), then
-#    the rest of cloud-init.
+# 6. While Dask starts: what the client checks (the venv's Python and packages).
 echo "{probe_marker} $({venv_python} -c {probe})"
-{wait_cloud_init}
-phase cloud-init
 
-# 7. SSH: keys only, and no root login from now on.
-cat > /etc/ssh/sshd_config.d/10-scherbelberg.conf <<'SSHD'
+# 7. SSH: keys only (so since the first boot), and no root login from now on.  The rest
+#    of cloud-init (its config and final stages) is not waited for: nothing of the node
+#    depends on it, and it no longer touches sshd.
+cat > {sshd_drop_in} <<'SSHD'
 PermitRootLogin no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-SSHD
-systemctl reload ssh 2>/dev/null || systemctl reload sshd
+{sshd_no_passwords}SSHD
+# A restart, not a reload: sshd re-executes itself on SIGHUP after `systemctl reload` has
+# returned, refusing or dropping connections meanwhile; `restart` returns once the new
+# sshd is listening (Type=notify), and sessions (this one) outlive it (KillMode=process).
+systemctl restart ssh 2>/dev/null || systemctl restart sshd
 passwd -l root >/dev/null
 echo "== scherbelberg-dask setup done $(date -Is)"
 """
@@ -185,7 +186,7 @@ userdel -r {user} >/dev/null 2>&1 || true
 rm -rf /root/.ssh /root/{node_dir} {log} /tmp/* /var/tmp/*
 # uv's download cache is not part of the environment (a shared cache mount stays).
 mountpoint -q /root/.cache/uv || rm -rf /root/.cache/uv
-rm -f /etc/ssh/ssh_host_* /etc/ssh/sshd_config.d/10-scherbelberg.conf
+rm -f /etc/ssh/ssh_host_* {sshd_drop_in}
 cloud-init clean --logs --seed >/dev/null 2>&1 || cloud-init clean --logs
 # An empty machine id, as in the base image: each server gets its own at boot.  (Not
 # "uninitialized": that is a first boot, on which systemd re-applies unit presets.)
@@ -264,7 +265,9 @@ def render_environment(environment: NodeEnvironment) -> str:
 
 def render_scrub(*, user: str, node_dir: str) -> str:
     """The script that cleans an image builder before its snapshot (docs/snapshots.md)."""
-    return _SCRUB.format(user=user, node_dir=node_dir, log=BOOTSTRAP_LOG)
+    return _SCRUB.format(
+        user=user, node_dir=node_dir, log=BOOTSTRAP_LOG, sshd_drop_in=SSHD_DROP_IN
+    )
 
 
 def render(
@@ -298,6 +301,7 @@ def render(
             venv_python=VENV_PYTHON,
             probe_marker=PROBE_MARKER,
             probe=shlex.quote(PROBE),
-            wait_cloud_init=_WAIT_CLOUD_INIT,
+            sshd_drop_in=SSHD_DROP_IN,
+            sshd_no_passwords=SSHD_NO_PASSWORDS,
         )
     )

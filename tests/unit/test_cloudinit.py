@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scherbelberg_dask.bootstrap.cloudinit import (
+    SSHD_DROP_IN,
+    SSHD_NO_PASSWORDS,
     USER_DATA_LIMIT,
     CloudUser,
     parse_cloud_config,
@@ -41,7 +43,10 @@ def test_round_trip() -> None:
     assert SSHKeyPair.from_private_openssh(data["ssh_keys"]["ed25519_private"]) == host_key
     assert data["ssh_deletekeys"] is True
     assert data["ssh_genkeytypes"] == []
-    assert data["ssh_pwauth"] is False
+    assert "ssh_pwauth" not in data  # cloud-init would restart sshd mid-setup
+    assert data["write_files"] == [
+        {"path": SSHD_DROP_IN, "permissions": "0644", "content": SSHD_NO_PASSWORDS}
+    ]
     assert data["disable_root"] is True
     assert data["hostname"] == "cluster-node-worker000"
     assert data["packages"] == ["htop"]
