@@ -64,7 +64,8 @@ id {user} >/dev/null 2>&1 || {wait_cloud_init}
 
 #: Waits for every stage of cloud-init (on an image builder: before its snapshot).
 _WAIT_CLOUD_INIT = (
-    'cloud-init status --wait >/dev/null 2>&1 || echo "cloud-init: $(cloud-init status 2>&1 || true)"'
+    "cloud-init status --wait >/dev/null 2>&1 || "
+    'echo "cloud-init: $(cloud-init status 2>&1 || true)"'
 )
 
 #: The environment part: the same on every node of an environment, kept in snapshots.
@@ -156,7 +157,7 @@ ProtectSystem=full
 [Install]
 WantedBy=multi-user.target
 UNIT
-systemctl daemon-reload
+# (enable reloads systemd's configuration itself before --now starts the new unit)
 systemctl enable --now dask-{role}
 phase service
 
@@ -265,9 +266,7 @@ def render_environment(environment: NodeEnvironment) -> str:
 
 def render_scrub(*, user: str, node_dir: str) -> str:
     """The script that cleans an image builder before its snapshot (docs/snapshots.md)."""
-    return _SCRUB.format(
-        user=user, node_dir=node_dir, log=BOOTSTRAP_LOG, sshd_drop_in=SSHD_DROP_IN
-    )
+    return _SCRUB.format(user=user, node_dir=node_dir, log=BOOTSTRAP_LOG, sshd_drop_in=SSHD_DROP_IN)
 
 
 def render(

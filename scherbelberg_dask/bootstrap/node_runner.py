@@ -22,9 +22,11 @@ Relative paths are relative to the node user's home directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -68,9 +70,43 @@ async def _run_scheduler(conf: NodeConfig, stop: asyncio.Event) -> None:
         await _until(stop, scheduler.finished())
 
 
+async def wait_for_scheduler(conf: NodeConfig, timeout: float) -> bool:
+    """Wait until the scheduler completes a TLS handshake; False if ``timeout`` passed.
+
+    Dask's own connection retries back off exponentially (with jitter) while a scheduler
+    boots beside its workers, so a worker would find it a second or more late; this
+    looks every 0.1 s.  The handshake uses the node's own certificate, so the scheduler
+    only logs (at INFO) a connection closed before Dask's handshake.
+    """
+    host, _, port = conf.scheduler_address.split("://")[-1].rpartition(":")
+    context = ssl.create_default_context(cafile=conf.tls.ca)
+    context.check_hostname = False  # Dask's certificates name no host either
+    context.load_cert_chain(conf.tls.cert, conf.tls.key)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port), ssl=context),
+                max(0.1, min(5.0, deadline - loop.time())),
+            )
+        except (OSError, asyncio.TimeoutError):  # refused, or not yet answering
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
 async def _run_worker(conf: NodeConfig, stop: asyncio.Event) -> None:
+    import dask.config
+    from dask.utils import parse_timedelta
     from distributed import Nanny
 
+    connect_timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
+    await wait_for_scheduler(conf, float(connect_timeout or 30))
     async with Nanny(
         conf.scheduler_address,
         name=conf.name,
