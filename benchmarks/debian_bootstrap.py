@@ -129,6 +129,7 @@ async def one_cluster(
             await client.wait_for_workers(workers + scale_up, timeout=1800)
             result["scale_up"] = time.time() - scaled
             new = set(cluster.worker_spec) - before
+            await cluster  # Dask sees a worker before its provisioning has returned
             result["scale_nodes"] = await _phases(cluster, recorder, scaled, new)
     return result
 
@@ -156,8 +157,13 @@ async def local_cloud(args: argparse.Namespace) -> AsyncIterator[Emulator]:
             yield emulator
 
 
-async def snapshot_comparison(args: argparse.Namespace, recorder: Recorder) -> list[str]:
-    """First cluster, its scale-up, a second cluster, and a cold scale-up: one emulator."""
+async def snapshot_comparison(
+    args: argparse.Namespace, recorder: Recorder
+) -> tuple[tuple[float, float], list[str]]:
+    """First cluster, its scale-up, a second cluster, and a cold scale-up: one emulator.
+
+    Returns the two ratios (second cluster / first, snapshot scale-up / full) and the report.
+    """
     workers, extra = args.sizes[0], args.scale_up
     async with local_cloud(args):
         first = await one_cluster(
@@ -189,7 +195,7 @@ async def snapshot_comparison(args: argparse.Namespace, recorder: Recorder) -> l
         "scale-up with the full setup (seconds from scale()):",
         table([{"workers": extra, "ready": cold["scale_up"], "nodes": cold["scale_nodes"]}]),
     ]
-    return lines
+    return (second["ready"] / first["ready"], first["scale_up"] / cold["scale_up"]), lines
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -226,7 +232,19 @@ async def main_async(args: argparse.Namespace) -> int:
     provision.setLevel(logging.INFO)
     provision.addHandler(recorder)
     if args.snapshot:
-        print("\n".join(await snapshot_comparison(args, recorder)))
+        ratios = []
+        for run in range(1, args.repeat + 1):  # each in a new emulator: no snapshot yet
+            ratio, lines = await snapshot_comparison(args, recorder)
+            ratios.append(ratio)
+            print(f"run {run} of {args.repeat}:", *lines, sep="\n", end="\n\n")
+        if args.repeat > 1:
+            second, scale_up = (sorted(r[i] for r in ratios) for i in (0, 1))
+            print(
+                f"over {args.repeat} runs, second cluster / first: median "
+                f"{statistics.median(second):.2f} (range {second[0]:.2f}-{second[-1]:.2f}); "
+                f"scale-up from the snapshot / full: median {statistics.median(scale_up):.2f} "
+                f"(range {scale_up[0]:.2f}-{scale_up[-1]:.2f})"
+            )
         return 0
     results = []
     for workers in args.sizes:
@@ -242,7 +260,9 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4], help="workers per cluster")
-    parser.add_argument("--repeat", type=int, default=1, help="clusters per size")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="clusters per size (--snapshot: comparisons)"
+    )
     parser.add_argument("--profile", default="instant", choices=["instant", "realistic"])
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument(
