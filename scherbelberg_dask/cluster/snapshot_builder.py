@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
 from scherbelberg_dask.cloud.catalog import ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
-from scherbelberg_dask.cloud.snapshots import Snapshot, SnapshotKey, newest_snapshot, snapshot_key
+from scherbelberg_dask.cloud.snapshots import (
+    UNUSABLE,
+    Snapshot,
+    SnapshotKey,
+    mark_unusable,
+    newest_snapshot,
+    snapshot_key,
+)
 from scherbelberg_dask.cluster.secrets import HostKeyPins
 from scherbelberg_dask.cluster.settings import Timeouts
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
@@ -172,6 +179,10 @@ class NodeImages:
         self._make_job = make_job
         self._found: dict[str, asyncio.Future[Snapshot | None]] = {}
         self._build: asyncio.Task[Snapshot | None] | None = None
+        #: Keys of environments whose snapshot failed here: no more snapshots of them.
+        self._distrusted: set[str] = set()
+        #: Snapshots labelled unusable by this handle (each once).
+        self._marked: set[int] = set()
 
     def key(self, server_type: ServerType) -> SnapshotKey | None:
         """The environment key of nodes of ``server_type`` (None: no snapshots)."""
@@ -186,7 +197,7 @@ class NodeImages:
         the base image.  Looked up once per key; a snapshot made meanwhile is adopted.
         """
         key = self.key(server_type)
-        if key is None:
+        if key is None or key.key in self._distrusted:
             return self.base_image, None
         future = self._found.get(key.key)
         if future is None:
@@ -208,6 +219,8 @@ class NodeImages:
         key = self.key(server_type)
         if key is None or snapshot is not None or self._build is not None:
             return
+        if key.key in self._distrusted:
+            return  # its snapshot failed here: the next cluster makes a new one
         known = self._found.get(key.key)
         if known is not None and known.done() and known.result() is not None:
             return
@@ -226,6 +239,37 @@ class NodeImages:
         future.set_result(snapshot)
         self._found[key.key] = future
         return snapshot
+
+    def distrust(self, snapshot: Snapshot) -> None:
+        """Boot no more servers of ``snapshot``'s environment from a snapshot (this handle).
+
+        Also no new snapshot of it is made here: whatever broke this one may break the
+        next (the next cluster, which skips snapshots labelled unusable, makes one).
+        """
+        self._distrusted.add(snapshot.key)
+
+    async def mark_unusable(self, snapshot: Snapshot, reason: str) -> None:
+        """Label ``snapshot`` unusable with ``reason`` in the cloud (once; never raises).
+
+        Snapshot selection skips it from then on, in every cluster.
+        """
+        self.distrust(snapshot)
+        if snapshot.id in self._marked:
+            return
+        self._marked.add(snapshot.id)
+        try:
+            await mark_unusable(self._cloud(), snapshot.id, reason)
+        except Exception as exc:  # the node is up; only the label is missing
+            logger.warning("Could not label snapshot %d unusable: %s", snapshot.id, exc)
+            return
+        logger.info(
+            "Snapshot %d is labelled %s=%s: no cluster boots from it again "
+            "(`scherbelberg-dask images rm %d` removes it).",
+            snapshot.id,
+            UNUSABLE,
+            reason,
+            snapshot.id,
+        )
 
     @property
     def pending(self) -> bool:
