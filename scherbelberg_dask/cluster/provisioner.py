@@ -681,18 +681,31 @@ class Provisioner:
         self.nodes.clear()
         return deleted
 
-    async def release(self) -> None:
+    async def release(self, *, finish_snapshot: bool = False) -> None:
         """End this process's hold: destroy the cluster if it owns it; close the client.
 
-        A snapshot still being made is not finished (its builder is deleted).
+        ``finish_snapshot``: a snapshot still being made is waited for first, at most
+        ``snapshot_close_wait`` (a normal close, whose nodes are gone already); else, or
+        once that wait is over or interrupted, it is stopped (its builder deleted).  An
+        interrupted wait still deletes the cluster, then the interruption goes on.
         """
+        interrupted: BaseException | None = None
         try:
             if self._images is not None:
+                limit = self.settings.snapshot_close_wait
+                if finish_snapshot and limit and self._images.pending:
+                    try:
+                        await self._images.finish(limit)
+                    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+                        logger.info("Interrupted: stopping the snapshot, deleting the cluster.")
+                        interrupted = exc
                 await self._images.close()
             if self.ownership is Ownership.OWNED:
                 await self.destroy()
         finally:
             await self.close()
+        if interrupted is not None:
+            raise interrupted
 
     async def close(self) -> None:
         """Release the API client (no cloud changes).

@@ -154,3 +154,16 @@ def test_the_listing_says_why_a_snapshot_is_unusable() -> None:
     bad = summary(_snapshot(7, **{UNUSABLE: "boot-failed"}), 0.011, now)
     assert bad["unusable"] == "boot-failed"
     assert summary(_snapshot(8), 0.011, now)["unusable"] is None
+
+
+def test_close_waits_for_a_snapshot_ten_minutes_unless_told_otherwise() -> None:
+    assert ClusterSettings.resolve(prefix="a").snapshot_close_wait == 600
+    assert ClusterSettings.resolve(prefix="a", snapshot_close_wait="30s").snapshot_close_wait == 30
+    for off in (0, "off", "0s"):
+        assert (
+            ClusterSettings.resolve(prefix="a", snapshot_close_wait=off).snapshot_close_wait is None
+        )
+    # How one handle closes, not what the cluster is: not remembered for from_existing.
+    assert "snapshot_close_wait" not in ClusterSettings.resolve(prefix="a").remembered()
+    with pytest.raises(SettingsError, match="snapshot_close_wait must be a time span"):
+        ClusterSettings.resolve(prefix="a", snapshot_close_wait="soon")
