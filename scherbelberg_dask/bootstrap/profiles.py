@@ -94,13 +94,19 @@ class BootstrapProfile(abc.ABC):
         files: dict[str, bytes],
         node: NodeConfig,
         from_snapshot: bool = False,
-    ) -> None:
+    ) -> str | None:
         """Install what the node needs and start its Dask service (idempotent).
 
         ``files`` are the node's own files (its TLS pair) by path below :data:`NODE_DIR`;
         ``node`` becomes its ``node.json``.  ``from_snapshot``: the server booted from a
         snapshot of the environment (docs/snapshots.md); only what differs is run, and a
         snapshot that turns out unusable is logged and followed by the full setup.
+
+        Returns
+        -------
+        str or None
+            Why the snapshot was not usable, in the setup script's words (``no
+            environment marker``, ...), or None: it was used, or there was none.
         """
 
     @property
@@ -241,10 +247,11 @@ class EmulatorProfile(BootstrapProfile):
         files: dict[str, bytes],
         node: NodeConfig,
         from_snapshot: bool = False,
-    ) -> None:
+    ) -> str | None:
         await conn.upload(self.node_files(files, node))
         await self.check_environment(conn)
         await conn.run(self.service_command("start", node.role), timeout=60)
+        return None
 
     def service_command(self, action: str, role: str) -> str:
         service = f"dask-{role}"
@@ -357,7 +364,7 @@ class CloudProfile(BootstrapProfile):
         files: dict[str, bytes],
         node: NodeConfig,
         from_snapshot: bool = False,
-    ) -> None:
+    ) -> str | None:
         await self._probe(conn)
         upload = self.node_files(files, node)
         upload[f"{NODE_DIR}/setup.sh"] = self.script(
@@ -365,6 +372,7 @@ class CloudProfile(BootstrapProfile):
         ).encode()
         await conn.upload(upload)
         output = await self._run_script(conn, f"{NODE_DIR}/setup.sh", "node setup")
+        why = None
         if from_snapshot:
             unusable = [
                 line
@@ -377,12 +385,14 @@ class CloudProfile(BootstrapProfile):
                     node.name,
                     unusable[0].removeprefix("== ").replace("running", "ran"),
                 )
+                why = unusable_reason(unusable[0])
         probe = [
             line.removeprefix(cloudscript.PROBE_MARKER)
             for line in output.splitlines()
             if line.startswith(cloudscript.PROBE_MARKER)
         ]
         self._check_probe(probe[-1] if probe else "")
+        return why
 
     async def build_environment(self, conn: SSHConnection) -> None:
         await self._probe(conn)
@@ -408,6 +418,15 @@ class CloudProfile(BootstrapProfile):
                 f"journalctl -u {service} --no-pager -n 200"
             )
         return f"systemctl {action} {service}"
+
+
+def unusable_reason(line: str) -> str:
+    """The ``<why>`` of the setup script's ``== snapshot not usable (<why>): ...`` line."""
+    rest = line.removeprefix(cloudscript.SNAPSHOT_UNUSABLE).strip()
+    if rest.startswith("("):
+        end = rest.rfind("):")
+        return rest[1:end] if end > 0 else rest[1:].rstrip(")")
+    return rest
 
 
 def profile_for_image(image: str, environment: NodeEnvironment) -> BootstrapProfile:

@@ -36,7 +36,8 @@ def register(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
             "List the snapshots of node environments that clusters boot from (their size, "
             "age, environment and monthly net cost in EUR), remove some (rm), or remove "
             "those older than an age (prune). Snapshots belong to no cluster: destroy and "
-            "nuke leave them."
+            "nuke leave them. A snapshot that failed a node is shown as 'unusable: <why>' "
+            "and no cluster boots from it again."
         ),
     )
     images.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -85,11 +86,16 @@ def _environment(snapshot: Snapshot) -> str:
 
 
 def summary(snapshot: Snapshot, price: float | None, now: datetime) -> dict[str, Any]:
-    """One snapshot's row: ID, size, age, environment, key and monthly net cost."""
+    """One snapshot's row: ID, size, age, environment, key and monthly net cost.
+
+    ``unusable`` says why no cluster boots from it any more (its ``scherbelberg/unusable``
+    label), or is None.
+    """
     size = snapshot.image_size
     return {
         "id": snapshot.id,
         "status": snapshot.status,
+        "unusable": snapshot.unusable,
         "size_gb": size,
         "age_seconds": (now - snapshot.created).total_seconds(),
         "created": snapshot.created.isoformat(),
@@ -138,7 +144,7 @@ async def _list(cloud: CloudClient, *, as_json: bool) -> int:
     lines = [
         [
             str(r["id"]),
-            r["status"],
+            r["status"] if r["unusable"] is None else f"unusable: {r['unusable']}",
             "-" if r["size_gb"] is None else f"{r['size_gb']:.2f} GB",
             _age(r["age_seconds"]),
             r["environment"],

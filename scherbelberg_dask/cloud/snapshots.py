@@ -28,6 +28,19 @@ KEY = "scherbelberg/environment"
 #: Label key naming the cluster whose builder made the snapshot (not a cluster label:
 #: ``destroy`` and ``nuke`` leave the snapshot unless ``nuke --images`` asks).
 MADE_BY = "scherbelberg/made-by"
+#: Label key marking a snapshot that must not be used again; its value says why
+#: (one of :data:`UNUSABLE_REASONS`).
+UNUSABLE = "scherbelberg/unusable"
+#: Why a snapshot was found unusable: a server made from it did not boot, or SSH never
+#: answered with its pinned host key (while one of the base image did), or the setup
+#: script found its environment wrong.
+UNUSABLE_REASONS = (
+    "boot-failed",
+    "ssh-failed",
+    "environment-differs",
+    "no-environment-marker",
+    "venv-broken",
+)
 #: Bumped when what a snapshot holds changes in a way the environment digest misses.
 FORMAT_VERSION = "1"
 #: Snapshot descriptions start with this (``profile_for_image`` knows it).
@@ -135,6 +148,38 @@ class Snapshot:
         """Its environment key."""
         return self.labels.get(KEY, "")
 
+    @property
+    def unusable(self) -> str | None:
+        """Why it must not be used (its :data:`UNUSABLE` label), or None."""
+        return self.labels.get(UNUSABLE) or None
+
+
+def environment_reason(why: str) -> str:
+    """The :data:`UNUSABLE` label value for the setup script's reason.
+
+    ``why`` is what the script printed in ``== snapshot not usable (<why>)``: ``no
+    environment marker``, ``environment <digest> differs from <digest>`` or ``its venv is
+    broken``.  Anything else counts as a different environment.
+    """
+    text = why.strip().lower()
+    if text == "no environment marker":
+        return "no-environment-marker"
+    if "venv" in text:
+        return "venv-broken"
+    return "environment-differs"
+
+
+def usable(snapshots: list[Snapshot], *, disk_gb: float) -> list[Snapshot]:
+    """The snapshots a server with a disk of ``disk_gb`` may boot from, in the same order.
+
+    Available, fitting the disk, and not labelled :data:`UNUSABLE`.
+    """
+    return [
+        s
+        for s in snapshots
+        if s.status == "available" and s.disk_size <= disk_gb and s.unusable is None
+    ]
+
 
 async def list_snapshots(cloud: CloudClient, selector: str | None = None) -> list[Snapshot]:
     """Our snapshots (all, or those matching ``selector``), newest first."""
@@ -150,11 +195,24 @@ async def list_snapshots(cloud: CloudClient, selector: str | None = None) -> lis
 async def newest_snapshot(
     cloud: CloudClient, key: SnapshotKey, *, disk_gb: float
 ) -> Snapshot | None:
-    """The newest available snapshot of ``key`` that fits a disk of ``disk_gb``."""
-    for snapshot in await list_snapshots(cloud, key.selector):
-        if snapshot.status == "available" and snapshot.disk_size <= disk_gb:
-            return snapshot
-    return None
+    """The newest usable snapshot of ``key`` that fits a disk of ``disk_gb`` (see
+    :func:`usable`)."""
+    found = usable(await list_snapshots(cloud, key.selector), disk_gb=disk_gb)
+    return found[0] if found else None
+
+
+async def mark_unusable(cloud: CloudClient, image_id: int, reason: str) -> dict[str, str]:
+    """Label snapshot ``image_id`` :data:`UNUSABLE` with ``reason``; return its labels.
+
+    Its other labels are kept (read, merged, written back: the API replaces labels
+    whole).
+    """
+    if reason not in UNUSABLE_REASONS:
+        raise ValueError(f"unknown reason {reason!r}; known: {', '.join(UNUSABLE_REASONS)}")
+    body = await cloud.request("GET", f"/images/{image_id}")
+    labels = {**(body["image"].get("labels") or {}), UNUSABLE: reason}
+    await cloud.request("PUT", f"/images/{image_id}", json={"labels": labels})
+    return labels
 
 
 async def image_price_per_gb_month(cloud: CloudClient) -> float | None:

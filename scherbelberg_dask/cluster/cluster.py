@@ -111,6 +111,11 @@ class HetznerCluster(SpecCluster):
         Snapshot the node environment in the background once the first node is up, and
         boot later nodes of the same environment from the newest matching snapshot
         (default ``scherbelberg.snapshot``, on; docs/snapshots.md).
+    snapshot_close_wait
+        How long ``close`` waits, once the nodes are deleted, for a snapshot still being
+        made before it stops it (``"10m"``, seconds; ``None`` → config
+        ``scherbelberg.snapshot-close-wait``, 10m; ``0`` or ``"off"``: stop it at once).
+        ``destroy``, a failed start and an interrupted close stop it at once.
     **cloudprovider
         dask-cloudprovider's ``HetznerCluster`` keywords: ``n_workers`` (``workers``),
         ``server_type`` (both roles, unless ``scheduler_type``/``worker_type`` say
@@ -164,6 +169,7 @@ class HetznerCluster(SpecCluster):
         idle_timeout: str | float | None = None,
         max_lifetime: str | float | None = None,
         snapshot: bool | None = None,
+        snapshot_close_wait: str | float | None = None,
         loop: Any = None,
         _attach: bool = False,
         **cloudprovider: Any,
@@ -186,6 +192,8 @@ class HetznerCluster(SpecCluster):
             self.settings, token=token, endpoint=api_endpoint, dask_config=shipped
         )
         self._start_by_attaching = _attach
+        #: Stop a snapshot under way at close instead of waiting for it (destroy).
+        self._stop_snapshot = False
         #: An autonomous cluster: whether its controller drives scaling (not this handle).
         self._controller_drives = self.settings.autonomous
         self._tunnel_conn: SSHConnection | None = None
@@ -409,19 +417,36 @@ class HetznerCluster(SpecCluster):
         if self.provisioner.ownership is not Ownership.OWNED:
             # Not SpecCluster's close: it scales to zero, which would retire the workers
             # of a cluster that runs for others (or of one this process never made).
-            await self.provisioner.close()
             await Cluster._close(self)
+            await self.provisioner.release(finish_snapshot=not self._stop_snapshot)
             return
         if self.settings.autonomous and self._controller_drives:
             await self._stop_controller()
+        closed = False
         try:
             await super()._close()
+            closed = True
         except OSError as exc:
             # The scheduler is gone (destroyed elsewhere, crashed): nothing to retire to.
             logger.warning("Scheduler unreachable while closing (%s); deleting servers.", exc)
             await Cluster._close(self)
+            closed = True
         finally:
-            await self.provisioner.release()
+            # The nodes are gone now; a snapshot under way is waited for (not by destroy,
+            # nor after a failed close), then the network, firewall and key go.
+            await self.provisioner.release(finish_snapshot=closed and not self._stop_snapshot)
+
+    def close(self, timeout: float | None = None) -> Any:
+        """Close the cluster: delete its servers if this handle owns it.
+
+        Once the nodes are deleted, a snapshot of the node environment still being made
+        is waited for, at most ``snapshot_close_wait`` (docs/snapshots.md), then the
+        network, firewall and SSH key go.  A close with a ``timeout`` (such as Dask's at
+        interpreter exit) does not wait for it: the snapshot is stopped.
+        """
+        if timeout is not None:
+            self._stop_snapshot = True
+        return super().close(timeout=timeout)
 
     # -- public API --------------------------------------------------------------------
 
@@ -493,6 +518,7 @@ class HetznerCluster(SpecCluster):
         """
         self._require_operator("destroy")
         self.provisioner.ownership = Ownership.OWNED
+        self._stop_snapshot = True  # at once: a snapshot under way is stopped
         return self.close()
 
     def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:

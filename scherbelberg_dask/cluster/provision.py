@@ -46,6 +46,9 @@ class NodeStartError(UserError, RuntimeError):
 
     #: Phases in which a new server may succeed where this one failed.
     TRANSIENT = ("create", "boot", "ssh")
+    #: Phases in which a server made from a snapshot may have failed for the snapshot's
+    #: sake (docs/snapshots.md, "A broken snapshot"), with the label value saying so.
+    SNAPSHOT_BROKEN = {"boot": "boot-failed", "ssh": "ssh-failed"}
 
     def __init__(
         self,
@@ -108,6 +111,9 @@ class NodeJob:
         autonomous cluster's scheduler installs its controller there).
     snapshot
         The environment snapshot the server boots from (None: the base image).
+    on_snapshot_unusable
+        Called with the setup script's reason when the server booted from ``snapshot``
+        but its environment was not usable (the full setup ran instead).
     """
 
     name: str
@@ -125,6 +131,7 @@ class NodeJob:
     timeouts: Timeouts
     after_setup: Callable[[SSHConnection, ServerInfo], Awaitable[None]] | None = None
     snapshot: Snapshot | None = None
+    on_snapshot_unusable: Callable[[str], None] | None = None
 
 
 def server_hosts(server: ServerInfo) -> list[str]:
@@ -165,7 +172,7 @@ async def provision_node(job: NodeJob) -> Node:
         scheduler_address = await asyncio.wait_for(job.scheduler_address(), job.timeouts.server)
         step, phase = "setting up the node", "setup"
         logger.info("%s Bootstrapping ...", tag)
-        await asyncio.wait_for(
+        unusable = await asyncio.wait_for(
             profile.setup(
                 conn,
                 files=job.tls_files,
@@ -174,6 +181,8 @@ async def provision_node(job: NodeJob) -> Node:
             ),
             job.timeouts.bootstrap,
         )
+        if unusable is not None and job.on_snapshot_unusable is not None:
+            job.on_snapshot_unusable(unusable)
         if job.after_setup is not None:
             step = "installing the controller"
             await asyncio.wait_for(job.after_setup(conn, server), job.timeouts.bootstrap)

@@ -30,7 +30,7 @@ from scherbelberg_dask.cloud.labels import (
     cluster_labels,
     cluster_selector,
 )
-from scherbelberg_dask.cloud.snapshots import MADE_BY, Snapshot, SnapshotKey
+from scherbelberg_dask.cloud.snapshots import MADE_BY, Snapshot, SnapshotKey, environment_reason
 from scherbelberg_dask.cloud.successors import Resolution, resolve_server_type
 from scherbelberg_dask.cluster import dask_config_shipping
 from scherbelberg_dask.cluster.node import Node, dask_address
@@ -426,19 +426,68 @@ class Provisioner:
             existing = self.nodes.get(name)
             if existing is not None:
                 return existing
-            job = await self._job(name, role)
-            node = await provision_node(job)
+            node = await self._bring_up(name, role)
         except NodeStartError as exc:
             self.failures[name] = exc
             raise
         finally:
             self._tasks.pop(name, None)
         self.nodes[name] = node
-        if self._images is not None:
-            self._images.node_up(self.server_type(role), job.snapshot)
         return node
 
-    async def _job(self, name: str, role: str) -> NodeJob:
+    async def _bring_up(self, name: str, role: str) -> Node:
+        """One node's server, from a snapshot or the base image; the broken-snapshot rule.
+
+        A server made from a snapshot that fails to boot, or whose SSH never answers with
+        its pinned host key, is retried once from the base image (outside the boot
+        retries: the snapshot, not the cloud, is suspect), and this handle boots no more
+        servers of that environment from snapshots.  If the base image's server gets past
+        SSH, the snapshot was at fault: it is labelled unusable in the cloud.  A snapshot
+        whose environment the setup script refused is labelled likewise.
+        """
+        refused: list[str] = []
+        job = await self._job(name, role, on_snapshot_unusable=refused.append)
+        snapshot, images = job.snapshot, self._images
+        try:
+            node = await provision_node(job)
+        except NodeStartError as exc:
+            reason = NodeStartError.SNAPSHOT_BROKEN.get(exc.phase)
+            if snapshot is None or images is None or reason is None or not exc.discarded:
+                raise
+            self.failures[name] = exc
+            images.distrust(snapshot)
+            logger.warning(
+                "[%s] Snapshot %d did not come up (%s: %s); retrying once from %s. "
+                "This cluster boots no more nodes from snapshots of environment %s.",
+                name,
+                snapshot.id,
+                reason,
+                exc,
+                images.base_image,
+                snapshot.key[:12],
+            )
+            job = await self._job(name, role)
+            try:
+                node = await provision_node(job)
+            except NodeStartError as again:
+                if again.phase not in NodeStartError.TRANSIENT:  # it got past SSH
+                    await images.mark_unusable(snapshot, reason)
+                raise
+            await images.mark_unusable(snapshot, reason)
+        else:
+            if refused and snapshot is not None and images is not None:
+                await images.mark_unusable(snapshot, environment_reason(refused[0]))
+        if images is not None:
+            images.node_up(self.server_type(role), job.snapshot)
+        return node
+
+    async def _job(
+        self,
+        name: str,
+        role: str,
+        *,
+        on_snapshot_unusable: Callable[[str], None] | None = None,
+    ) -> NodeJob:
         """What node ``name`` is: its create request, keys, files and contract."""
         if self._resources is None or self._profile is None:
             raise RuntimeError(f"cluster {self.prefix!r} is neither created nor attached yet")
@@ -508,6 +557,7 @@ class Provisioner:
             timeouts=settings.timeouts,
             after_setup=self._controller_installer(name) if controller else None,
             snapshot=snapshot,
+            on_snapshot_unusable=on_snapshot_unusable,
         )
 
     def _controller_installer(
@@ -631,18 +681,31 @@ class Provisioner:
         self.nodes.clear()
         return deleted
 
-    async def release(self) -> None:
+    async def release(self, *, finish_snapshot: bool = False) -> None:
         """End this process's hold: destroy the cluster if it owns it; close the client.
 
-        A snapshot still being made is not finished (its builder is deleted).
+        ``finish_snapshot``: a snapshot still being made is waited for first, at most
+        ``snapshot_close_wait`` (a normal close, whose nodes are gone already); else, or
+        once that wait is over or interrupted, it is stopped (its builder deleted).  An
+        interrupted wait still deletes the cluster, then the interruption goes on.
         """
+        interrupted: BaseException | None = None
         try:
             if self._images is not None:
+                limit = self.settings.snapshot_close_wait
+                if finish_snapshot and limit and self._images.pending:
+                    try:
+                        await self._images.finish(limit)
+                    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+                        logger.info("Interrupted: stopping the snapshot, deleting the cluster.")
+                        interrupted = exc
                 await self._images.close()
             if self.ownership is Ownership.OWNED:
                 await self.destroy()
         finally:
             await self.close()
+        if interrupted is not None:
+            raise interrupted
 
     async def close(self) -> None:
         """Release the API client (no cloud changes).

@@ -81,9 +81,12 @@ class ClusterSettings:
     max_lifetime: float | None = None
     #: Snapshot the node environment, and boot later nodes from it (docs/snapshots.md).
     snapshot: bool = True
+    #: Seconds ``close`` waits for a snapshot under way before it stops it (``None``: it
+    #: stops it at once).
+    snapshot_close_wait: float | None = 600.0
 
     #: Settings of one process's handle, not of the cluster: not remembered.
-    LOCAL = ("workers", "state_dir", "timeouts")
+    LOCAL = ("workers", "state_dir", "timeouts", "snapshot_close_wait")
 
     def remembered(self) -> dict[str, Any]:
         """The settings as plain data, for the local state; ``resolve(**them)`` reads them.
@@ -176,6 +179,7 @@ class ClusterSettings:
             idle_timeout=duration("idle_timeout", pick("idle_timeout")),
             max_lifetime=duration("max_lifetime", pick("max_lifetime")),
             snapshot=_flag("snapshot", pick("snapshot")),
+            snapshot_close_wait=duration("snapshot_close_wait", pick("snapshot_close_wait")),
         )
         if arguments:
             known = ", ".join(f.name for f in dataclasses.fields(cls))

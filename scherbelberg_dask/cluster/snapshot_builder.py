@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable
 from scherbelberg_dask.bootstrap.profiles import BootstrapProfile
 from scherbelberg_dask.cloud.catalog import ServerType
 from scherbelberg_dask.cloud.client import CloudClient, ServerInfo, ServerSpec
-from scherbelberg_dask.cloud.snapshots import Snapshot, SnapshotKey, newest_snapshot, snapshot_key
+from scherbelberg_dask.cloud.snapshots import (
+    UNUSABLE,
+    Snapshot,
+    SnapshotKey,
+    mark_unusable,
+    newest_snapshot,
+    snapshot_key,
+)
 from scherbelberg_dask.cluster.secrets import HostKeyPins
 from scherbelberg_dask.cluster.settings import Timeouts
 from scherbelberg_dask.security.sshkeys import SSHKeyPair
@@ -32,6 +39,8 @@ logger = logging.getLogger(__name__)
 BUILDER = "image-builder"
 #: Bound on the ``create_image`` action.
 SNAPSHOT_TIMEOUT = 1800.0
+#: Seconds between the INFO lines of a close waiting for a snapshot.
+CLOSE_WAIT_REPORT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +181,12 @@ class NodeImages:
         self._make_job = make_job
         self._found: dict[str, asyncio.Future[Snapshot | None]] = {}
         self._build: asyncio.Task[Snapshot | None] | None = None
+        #: The environment being snapshotted (for the close's messages).
+        self._building: SnapshotKey | None = None
+        #: Keys of environments whose snapshot failed here: no more snapshots of them.
+        self._distrusted: set[str] = set()
+        #: Snapshots labelled unusable by this handle (each once).
+        self._marked: set[int] = set()
 
     def key(self, server_type: ServerType) -> SnapshotKey | None:
         """The environment key of nodes of ``server_type`` (None: no snapshots)."""
@@ -186,7 +201,7 @@ class NodeImages:
         the base image.  Looked up once per key; a snapshot made meanwhile is adopted.
         """
         key = self.key(server_type)
-        if key is None:
+        if key is None or key.key in self._distrusted:
             return self.base_image, None
         future = self._found.get(key.key)
         if future is None:
@@ -208,9 +223,12 @@ class NodeImages:
         key = self.key(server_type)
         if key is None or snapshot is not None or self._build is not None:
             return
+        if key.key in self._distrusted:
+            return  # its snapshot failed here: the next cluster makes a new one
         known = self._found.get(key.key)
         if known is not None and known.done() and known.result() is not None:
             return
+        self._building = key
         self._build = asyncio.create_task(self._run(key, server_type), name="image-builder")
 
     async def _run(self, key: SnapshotKey, server_type: ServerType) -> Snapshot | None:
@@ -227,6 +245,37 @@ class NodeImages:
         self._found[key.key] = future
         return snapshot
 
+    def distrust(self, snapshot: Snapshot) -> None:
+        """Boot no more servers of ``snapshot``'s environment from a snapshot (this handle).
+
+        Also no new snapshot of it is made here: whatever broke this one may break the
+        next (the next cluster, which skips snapshots labelled unusable, makes one).
+        """
+        self._distrusted.add(snapshot.key)
+
+    async def mark_unusable(self, snapshot: Snapshot, reason: str) -> None:
+        """Label ``snapshot`` unusable with ``reason`` in the cloud (once; never raises).
+
+        Snapshot selection skips it from then on, in every cluster.
+        """
+        self.distrust(snapshot)
+        if snapshot.id in self._marked:
+            return
+        self._marked.add(snapshot.id)
+        try:
+            await mark_unusable(self._cloud(), snapshot.id, reason)
+        except Exception as exc:  # the node is up; only the label is missing
+            logger.warning("Could not label snapshot %d unusable: %s", snapshot.id, exc)
+            return
+        logger.info(
+            "Snapshot %d is labelled %s=%s: no cluster boots from it again "
+            "(`scherbelberg-dask images rm %d` removes it).",
+            snapshot.id,
+            UNUSABLE,
+            reason,
+            snapshot.id,
+        )
+
     @property
     def pending(self) -> bool:
         """True while a snapshot is being made."""
@@ -242,6 +291,53 @@ class NodeImages:
             if self._build.cancelled():
                 return None
             raise
+
+    async def finish(self, limit: float, *, report: float = CLOSE_WAIT_REPORT) -> Snapshot | None:
+        """Wait up to ``limit`` seconds for the snapshot being made, then stop it.
+
+        Logs an INFO line when the wait starts and every ``report`` seconds while it
+        lasts, saying what it waits for and how to skip it.  Returns the snapshot (None
+        if none was being made, it failed, or it was stopped).  Cancelled, the snapshot
+        is left to :meth:`close` (the caller stops it).
+        """
+        build, key = self._build, self._building
+        if build is None or build.done() or key is None:
+            return await self.wait()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + limit
+        skip = (
+            "snapshot_close_wait=0 or scherbelberg.snapshot-close-wait: off skips this wait; "
+            "interrupting it stops the snapshot"
+        )
+        logger.info(
+            "Waiting for the snapshot of environment %s to finish (at most %.0f s) before "
+            "deleting the cluster's network, firewall and SSH key (%s) ...",
+            key.key[:12],
+            limit,
+            skip,
+        )
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning(
+                    "The snapshot of environment %s was not done within %.0f s; stopping it.",
+                    key.key[:12],
+                    limit,
+                )
+                await self.close()
+                return None
+            await asyncio.wait({build}, timeout=min(report, remaining))
+            if build.done():
+                return await self.wait()
+            logger.info(
+                "Still waiting for the snapshot of environment %s (%.0f s so far, at most "
+                "%.0f s more; %s) ...",
+                key.key[:12],
+                loop.time() - started,
+                max(0.0, deadline - loop.time()),
+                skip,
+            )
 
     async def close(self) -> None:
         """Stop a snapshot still being made (its builder server is deleted)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from dask.distributed import Client
 from scherbelberg_dask import HetznerCluster
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
 from scherbelberg_dask.bootstrap.profiles import CloudProfile
-from scherbelberg_dask.cloud.snapshots import SnapshotKey
+from scherbelberg_dask.cloud.snapshots import KEY, MADE_BY, UNUSABLE, SnapshotKey
 from scherbelberg_dask.cluster.snapshot_builder import environment_key
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.ssh import connect
@@ -64,7 +65,7 @@ def _found_in_tree(root: Path, markers: dict[str, bytes]) -> dict[str, str]:
 
 
 async def test_later_clusters_and_scale_ups_boot_from_the_snapshot(  # type: ignore[no-untyped-def]
-    debian_cloud: Emulator, cli_env, no_containers_left
+    debian_cloud: Emulator, caplog: Any, cli_env, no_containers_left
 ) -> None:
     import dask.config
 
@@ -116,10 +117,20 @@ async def test_later_clusters_and_scale_ups_boot_from_the_snapshot(  # type: ign
         assert found.stdout.strip() == ""
 
     # Another extra package is another environment: the old snapshot is not used.
+    caplog.set_level(logging.INFO, logger="scherbelberg_dask")
     async with HetznerCluster(
         workers=0, prefix="snapc", image="debian-12", packages=["six"], asynchronous=True
-    ):
+    ) as third:
         assert _images(debian_cloud, "snapc") == {"scheduler": "debian-12"}
+        assert third.provisioner.snapshot_pending  # its own snapshot is under way ...
+    # ... and closing right after ready waited for it, once its node was gone.
+    waited = [
+        r.getMessage() for r in caplog.records if "Waiting for the snapshot" in r.getMessage()
+    ]
+    assert len(waited) == 1 and "snapshot-close-wait: off skips" in waited[0], waited
+    six = await asyncio.to_thread(_snapshots_of, debian_cloud, "snapc")
+    assert [s["status"] for s in six] == ["available"], six
+    assert six[0]["labels"]["scherbelberg/extra-packages"] == "1"
     assert_nothing_left(debian_cloud)
 
     # The CLI lists it with its size, environment and monthly cost, and removes it.
@@ -145,13 +156,57 @@ async def test_later_clusters_and_scale_ups_boot_from_the_snapshot(  # type: ign
     assert snapshot.id not in [r["id"] for r in left]
 
 
-def _plant_unusable_snapshot(emulator: Emulator, key: SnapshotKey) -> int:
-    """A snapshot with the environment's labels, made of a server that never set up."""
+def _api(emulator: Emulator) -> Any:
     import hcloud
+
+    return hcloud.Client(token=emulator.token, api_endpoint=emulator.endpoint, poll_interval=0.2)
+
+
+def _snapshots_of(emulator: Emulator, made_by: str) -> list[dict[str, Any]]:
+    """The snapshots cluster ``made_by``'s image builder made, as the API shows them."""
+    return [
+        {"id": i.id, "status": i.status, "labels": i.labels}
+        for i in _api(emulator).images.get_all(type=["snapshot"])
+        if i.labels.get(MADE_BY) == made_by
+    ]
+
+
+def _plant_unbootable_snapshot(emulator: Emulator, key: SnapshotKey) -> int:
+    """A snapshot with the environment's labels on which SSH never lets a node in.
+
+    Made of a server that disabled cloud-init and powered off: a server made from it
+    keeps the planter's host keys and gets neither its own nor its users' keys.
+    """
     from hcloud.images import Image
     from hcloud.server_types import ServerType
 
-    api = hcloud.Client(token=emulator.token, api_endpoint=emulator.endpoint, poll_interval=0.2)
+    api = _api(emulator)
+    user_data = "#cloud-config\nruncmd:\n  - touch /etc/cloud/cloud-init.disabled\n  - poweroff\n"
+    answer = api.servers.create(
+        name="planter",
+        server_type=ServerType(name="cx23"),
+        image=Image(name="debian-12"),
+        user_data=user_data,
+    )
+    answer.action.wait_until_finished()
+    deadline = time.monotonic() + 120
+    while api.servers.get_by_id(answer.server.id).status != "off":
+        assert time.monotonic() < deadline, "the planter did not power off"
+        time.sleep(0.2)
+    made = api.servers.create_image(
+        answer.server, description=key.description, type="snapshot", labels=key.labels
+    )
+    made.action.wait_until_finished()
+    api.servers.delete(answer.server).wait_until_finished()
+    return int(made.image.id)
+
+
+def _plant_unusable_snapshot(emulator: Emulator, key: SnapshotKey) -> int:
+    """A snapshot with the environment's labels, made of a server that never set up."""
+    from hcloud.images import Image
+    from hcloud.server_types import ServerType
+
+    api = _api(emulator)
     answer = api.servers.create(
         name="plain", server_type=ServerType(name="cx23"), image=Image(name="debian-12")
     )
@@ -180,4 +235,55 @@ async def test_an_unusable_snapshot_falls_back_to_the_full_setup(  # type: ignor
     # ... and said so where the user sees it.
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("snapshot not usable" in w and "full setup" in w for w in warnings), warnings
+    # It is labelled so, and no cluster boots from it again.
+    labels = (await asyncio.to_thread(_api(debian_cloud).images.get_by_id, planted)).labels
+    assert labels[UNUSABLE] == "no-environment-marker"
+    assert labels[KEY] == key.key  # its other labels are kept
+    assert_nothing_left(debian_cloud)
+
+
+async def test_a_snapshot_that_lets_no_one_in_is_retried_from_the_base_image(  # type: ignore[no-untyped-def]
+    debian_cloud: Emulator, caplog: Any, cli_env, no_containers_left
+) -> None:
+    key = environment_key(CloudProfile(NodeEnvironment.local(())), "debian-12", "x86")
+    assert key is not None
+    planted = await asyncio.to_thread(_plant_unbootable_snapshot, debian_cloud, key)
+    caplog.set_level(logging.INFO, logger="scherbelberg_dask")
+    # No boot retries: the retry from the base image is not one of them.
+    async with HetznerCluster(
+        workers=0,
+        prefix="snapy",
+        image="debian-12",
+        boot_retries=0,
+        timeouts={"ssh": 60},
+        asynchronous=True,
+    ) as cluster:
+        # The node came up from the base image ...
+        assert _images(debian_cloud, "snapy") == {"scheduler": "debian-12"}
+        assert cluster.failures["scheduler"].phase == "ssh"  # type: ignore[attr-defined]
+        # ... after the snapshot's server was tried, and the snapshot is labelled.
+        labels = (await asyncio.to_thread(_api(debian_cloud).images.get_by_id, planted)).labels
+        assert labels[UNUSABLE] == "ssh-failed" and labels[KEY] == key.key
+        assert await cluster.provisioner.snapshot_ready() is None  # no new one from here
+    tried = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and f"Snapshot {planted} did not come up" in r.getMessage()
+    ]
+    assert len(tried) == 1 and "ssh-failed" in tried[0] and "debian-12" in tried[0], tried
+    assert_nothing_left(debian_cloud)
+    caplog.clear()
+
+    # A second cluster does not try it (and closing does not wait for its own snapshot).
+    async with HetznerCluster(
+        workers=0, prefix="snapz", image="debian-12", snapshot_close_wait=0, asynchronous=True
+    ):
+        assert _images(debian_cloud, "snapz") == {"scheduler": "debian-12"}
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if f"napshot {planted}" in m or "from snapshot" in m], said
+    assert not [m for m in said if "Waiting for the snapshot" in m], said
+    listed = json.loads(run_cli(cli_env, "images", "--json").stdout)["snapshots"]
+    (row,) = [r for r in listed if r["id"] == planted]
+    assert row["unusable"] == "ssh-failed"
+    assert "unusable: ssh-failed" in run_cli(cli_env, "images").stdout
     assert_nothing_left(debian_cloud)

@@ -92,7 +92,9 @@ def test_system_images(client: hcloud.Client, raw: Raw) -> None:
     assert ids == sorted(ids, reverse=True) and len(ids) == 2
 
 
-def test_snapshot_of_an_emulator_server_executes(emulator: Emulator, client: hcloud.Client) -> None:
+def test_snapshot_of_an_emulator_server_executes(
+    emulator: Emulator, client: hcloud.Client, raw: Raw
+) -> None:
     response = client.servers.create(
         name="origin", server_type=ServerType(name="cx23"), image=Image(name=EMULATOR_IMAGE_NAME)
     )
@@ -110,6 +112,13 @@ def test_snapshot_of_an_emulator_server_executes(emulator: Emulator, client: hcl
     assert image.architecture == "x86"
     assert [i.id for i in client.images.get_all(label_selector="env=abc")] == [image.id]
     assert {a.command for a in client.images.actions.get_all()} == {"create_image"}
+    # Its labels are replaced whole by PUT, validated as everywhere.
+    marked = {"env": "abc", "scherbelberg/unusable": "ssh-failed"}
+    assert client.images.update(image, labels=marked).labels == marked
+    assert client.images.get_by_id(image.id).labels == marked
+    bad = raw("PUT", f"/images/{image.id}", json={"labels": {"env": "no spaces"}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+    assert client.images.get_by_id(image.id).labels == marked
 
     clone = client.servers.create(
         name="clone", server_type=ServerType(name="cx33"), image=Image(id=image.id)

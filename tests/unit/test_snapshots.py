@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from scherbelberg_dask.bootstrap import cloudscript
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
-from scherbelberg_dask.bootstrap.profiles import CloudProfile, EmulatorProfile
-from scherbelberg_dask.cli.images import parse_age
+from scherbelberg_dask.bootstrap.profiles import CloudProfile, EmulatorProfile, unusable_reason
+from scherbelberg_dask.cli.images import parse_age, summary
 from scherbelberg_dask.cloud.labels import CLUSTER
-from scherbelberg_dask.cloud.snapshots import KEY, label_value_ok
+from scherbelberg_dask.cloud.snapshots import (
+    KEY,
+    UNUSABLE,
+    UNUSABLE_REASONS,
+    Snapshot,
+    environment_reason,
+    label_value_ok,
+    usable,
+)
+from scherbelberg_dask.cluster.provision import NodeStartError
 from scherbelberg_dask.cluster.settings import ClusterSettings
 from scherbelberg_dask.cluster.snapshot_builder import environment_key
 from scherbelberg_dask.errors import SettingsError
@@ -92,3 +101,69 @@ def test_prune_ages() -> None:
     assert parse_age("30m") == timedelta(minutes=30)
     with pytest.raises(SettingsError, match="older-than"):
         parse_age("soon")
+
+
+def _snapshot(id: int, *, status: str = "available", disk: float = 40, **labels: str) -> Snapshot:
+    return Snapshot(
+        id=id,
+        description="",
+        status=status,
+        created=datetime(2026, 12, 1, tzinfo=timezone.utc) + timedelta(minutes=id),
+        image_size=0.2,
+        disk_size=disk,
+        architecture="x86",
+        labels={KEY: "k", **labels},
+    )
+
+
+def test_selection_skips_snapshots_labelled_unusable() -> None:
+    newest_first = [
+        _snapshot(5, **{UNUSABLE: "ssh-failed"}),
+        _snapshot(4, status="creating"),
+        _snapshot(3, disk=160),
+        _snapshot(2),
+        _snapshot(1),
+    ]
+    assert [s.id for s in usable(newest_first, disk_gb=80)] == [2, 1]
+    assert [s.id for s in usable(newest_first, disk_gb=160)] == [3, 2, 1]
+    assert newest_first[0].unusable == "ssh-failed" and newest_first[1].unusable is None
+
+
+def test_the_setup_scripts_reasons_map_to_unusable_labels() -> None:
+    digest = cloudscript.environment_digest(ENV)
+    lines = {
+        "no environment marker": "no-environment-marker",
+        f"environment 0123abcd differs from {digest}": "environment-differs",
+        "its venv is broken": "venv-broken",
+    }
+    for why, label in lines.items():
+        line = f"{cloudscript.SNAPSHOT_UNUSABLE} ({why}): running the full setup"
+        assert unusable_reason(line) == why
+        assert environment_reason(why) == label
+        assert label in UNUSABLE_REASONS and label_value_ok(label)
+    # What the script says is what these parse: its reasons are in its text.
+    script = cloudscript.render(ENV, role="worker", user="dask", node_dir="node")
+    assert 'env_state="no environment marker"' in script and "venv is broken" in script
+    assert "differs from" in script
+    assert set(NodeStartError.SNAPSHOT_BROKEN.values()) <= set(UNUSABLE_REASONS)
+    assert set(NodeStartError.SNAPSHOT_BROKEN) <= set(NodeStartError.TRANSIENT)
+
+
+def test_the_listing_says_why_a_snapshot_is_unusable() -> None:
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    bad = summary(_snapshot(7, **{UNUSABLE: "boot-failed"}), 0.011, now)
+    assert bad["unusable"] == "boot-failed"
+    assert summary(_snapshot(8), 0.011, now)["unusable"] is None
+
+
+def test_close_waits_for_a_snapshot_ten_minutes_unless_told_otherwise() -> None:
+    assert ClusterSettings.resolve(prefix="a").snapshot_close_wait == 600
+    assert ClusterSettings.resolve(prefix="a", snapshot_close_wait="30s").snapshot_close_wait == 30
+    for off in (0, "off", "0s"):
+        assert (
+            ClusterSettings.resolve(prefix="a", snapshot_close_wait=off).snapshot_close_wait is None
+        )
+    # How one handle closes, not what the cluster is: not remembered for from_existing.
+    assert "snapshot_close_wait" not in ClusterSettings.resolve(prefix="a").remembered()
+    with pytest.raises(SettingsError, match="snapshot_close_wait must be a time span"):
+        ClusterSettings.resolve(prefix="a", snapshot_close_wait="soon")
