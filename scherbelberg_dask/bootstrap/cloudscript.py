@@ -63,7 +63,8 @@ id {user} >/dev/null 2>&1 || {wait_cloud_init}
 
 #: Waits for every stage of cloud-init (before sshd is hardened, and before a snapshot).
 _WAIT_CLOUD_INIT = (
-    'cloud-init status --wait >/dev/null 2>&1 || echo "cloud-init: $(cloud-init status 2>&1 || true)"'
+    "cloud-init status --wait >/dev/null 2>&1 || "
+    'echo "cloud-init: $(cloud-init status 2>&1 || true)"'
 )
 
 #: The environment part: the same on every node of an environment, kept in snapshots.
