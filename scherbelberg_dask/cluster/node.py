@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
 from scherbelberg_dask.cloud.client import ServerInfo
-from scherbelberg_dask.ssh import SSHError, SSHTarget, connect
+from scherbelberg_dask.ssh import SSHConnectError, SSHError, SSHTarget, connect
 
 if TYPE_CHECKING:
     from scherbelberg_dask.ssh import RunResult
@@ -63,8 +64,18 @@ class Node:
         return f"<Node name={self.server_name} public={self.public_ip} private={self.private_ip}>"
 
     async def run(self, command: str, *, check: bool = True, timeout: float = 300) -> RunResult:
-        """Run a shell command on the node as the Dask user; return its result."""
-        async with await connect(self.ssh, timeout=30) as conn:
+        """Run a shell command on the node as the Dask user; return its result.
+
+        A connection refused or lost during the handshake (sshd restarting: no command
+        has run) is tried once more after half a second.
+        """
+        try:
+            conn = await connect(self.ssh, timeout=30)
+        except SSHConnectError as exc:
+            logger.debug("%s: %s; trying once more", self.server_name, exc)
+            await asyncio.sleep(0.5)
+            conn = await connect(self.ssh, timeout=30)
+        async with conn:
             return await conn.run(command, check=check, timeout=timeout)
 
     async def ping_ssh(self, timeout: float = 10) -> bool:
