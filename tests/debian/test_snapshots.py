@@ -171,17 +171,20 @@ def _snapshots_of(emulator: Emulator, made_by: str) -> list[dict[str, Any]]:
     ]
 
 
-def _plant_unbootable_snapshot(emulator: Emulator, key: SnapshotKey) -> int:
-    """A snapshot with the environment's labels on which SSH never lets a node in.
+#: A planter that disables cloud-init and powers off: a server made from its snapshot
+#: keeps the planter's host keys and gets neither its own nor its users' keys.
+_LETS_NO_ONE_IN = "#cloud-config\nruncmd:\n  - touch /etc/cloud/cloud-init.disabled\n  - poweroff\n"
 
-    Made of a server that disabled cloud-init and powered off: a server made from it
-    keeps the planter's host keys and gets neither its own nor its users' keys.
+
+def _plant_snapshot(emulator: Emulator, key: SnapshotKey, user_data: str | None = None) -> int:
+    """A snapshot with the environment's labels, of a server that never set up.
+
+    With ``user_data`` the planter runs it and the snapshot waits until it powered off.
     """
     from hcloud.images import Image
     from hcloud.server_types import ServerType
 
     api = _api(emulator)
-    user_data = "#cloud-config\nruncmd:\n  - touch /etc/cloud/cloud-init.disabled\n  - poweroff\n"
     answer = api.servers.create(
         name="planter",
         server_type=ServerType(name="cx23"),
@@ -190,27 +193,9 @@ def _plant_unbootable_snapshot(emulator: Emulator, key: SnapshotKey) -> int:
     )
     answer.action.wait_until_finished()
     deadline = time.monotonic() + 120
-    while api.servers.get_by_id(answer.server.id).status != "off":
+    while user_data is not None and api.servers.get_by_id(answer.server.id).status != "off":
         assert time.monotonic() < deadline, "the planter did not power off"
         time.sleep(0.2)
-    made = api.servers.create_image(
-        answer.server, description=key.description, type="snapshot", labels=key.labels
-    )
-    made.action.wait_until_finished()
-    api.servers.delete(answer.server).wait_until_finished()
-    return int(made.image.id)
-
-
-def _plant_unusable_snapshot(emulator: Emulator, key: SnapshotKey) -> int:
-    """A snapshot with the environment's labels, made of a server that never set up."""
-    from hcloud.images import Image
-    from hcloud.server_types import ServerType
-
-    api = _api(emulator)
-    answer = api.servers.create(
-        name="plain", server_type=ServerType(name="cx23"), image=Image(name="debian-12")
-    )
-    answer.action.wait_until_finished()
     made = api.servers.create_image(
         answer.server, description=key.description, type="snapshot", labels=key.labels
     )
@@ -224,7 +209,7 @@ async def test_an_unusable_snapshot_falls_back_to_the_full_setup(  # type: ignor
 ) -> None:
     key = environment_key(CloudProfile(NodeEnvironment.local(())), "debian-12", "x86")
     assert key is not None
-    planted = await asyncio.to_thread(_plant_unusable_snapshot, debian_cloud, key)
+    planted = await asyncio.to_thread(_plant_snapshot, debian_cloud, key)
     caplog.set_level(logging.WARNING, logger="scherbelberg_dask")
     async with HetznerCluster(workers=0, prefix="snapx", image="debian-12", asynchronous=True):
         images = _images(debian_cloud, "snapx")
@@ -247,7 +232,7 @@ async def test_a_snapshot_that_lets_no_one_in_is_retried_from_the_base_image(  #
 ) -> None:
     key = environment_key(CloudProfile(NodeEnvironment.local(())), "debian-12", "x86")
     assert key is not None
-    planted = await asyncio.to_thread(_plant_unbootable_snapshot, debian_cloud, key)
+    planted = await asyncio.to_thread(_plant_snapshot, debian_cloud, key, _LETS_NO_ONE_IN)
     caplog.set_level(logging.INFO, logger="scherbelberg_dask")
     # No boot retries: the retry from the base image is not one of them.
     async with HetznerCluster(
