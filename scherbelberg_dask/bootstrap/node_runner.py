@@ -13,9 +13,11 @@ Usage on the node::
 ``NODE_JSON`` is a :class:`~scherbelberg_dask.bootstrap.node_config.NodeConfig`: the
 role, addresses, ports, certificate paths, Dask options and the client's Dask
 configuration (``dask_config``), applied before Dask starts.
-``run`` exits 0 when Dask closed cleanly (retired by the scheduler, or stopped by the
-service manager), and non-zero when it failed: the service restarts on failure only, so a
-retired worker stays gone until its server is deleted.
+``run`` exits 0 when Dask closed on purpose (stopped by the service manager, or a worker
+retired by the scheduler), and non-zero otherwise: the service restarts on failure only,
+so a retired worker stays gone until its server is deleted, while a worker whose
+scheduler went away (the scheduler node rebooted, its scheduler stopped) exits with
+:data:`SCHEDULER_LOST` and is started again, to wait for the scheduler and rejoin.
 Relative paths are relative to the node user's home directory.
 """
 
@@ -38,6 +40,55 @@ else:  # run as a script on the node, where node_config.py lies next to this fil
     from node_config import NodeConfig  # type: ignore[no-redef]
 
 
+#: Exit status of a worker whose scheduler went away (``EX_TEMPFAIL``): restarted.
+SCHEDULER_LOST = 75
+#: Why a worker closes when it was retired on purpose (the scheduler's ``close_worker``,
+#: ``remove_worker(close=True)`` and ``retire_workers(close_workers=True)``; the
+#: worker's own ``lifetime``): it exits 0 and stays gone.  Every other reason, such as
+#: ``scheduler-close`` (the scheduler stopped) or
+#: ``worker-handle-scheduler-connection-broken`` (it vanished), is a lost scheduler.
+RETIRED = frozenset(
+    {"scheduler-close-worker", "scheduler-remove-worker", "worker-lifetime-reached"}
+)
+
+
+def exit_status(*, stopped: bool, reason: str | None) -> int:
+    """The worker's exit status.
+
+    Parameters
+    ----------
+    stopped
+        The service manager asked the process to stop (SIGTERM or SIGINT).
+    reason
+        Why Dask closed the nanny (its first close request), or None if it did not close.
+    """
+    if stopped or reason in RETIRED:
+        return 0
+    return SCHEDULER_LOST
+
+
+def _nanny_class() -> Any:
+    """``distributed.Nanny`` that remembers why it was first asked to close."""
+    from distributed import Nanny
+
+    class RecordingNanny(Nanny):
+        close_reason: str | None = None
+
+        def close_gracefully(self, reason: str = "nanny-close-gracefully") -> None:
+            if self.close_reason is None:
+                self.close_reason = reason
+            super().close_gracefully(reason=reason)
+
+        async def close(  # type: ignore[override]
+            self, timeout: float = 5, reason: str = "nanny-close"
+        ) -> Any:
+            if self.close_reason is None:
+                self.close_reason = reason
+            return await super().close(timeout=timeout, reason=reason)
+
+    return RecordingNanny
+
+
 def _security(conf: NodeConfig) -> Any:
     from distributed.security import Security
 
@@ -54,7 +105,7 @@ def _security(conf: NodeConfig) -> Any:
     )
 
 
-async def _run_scheduler(conf: NodeConfig, stop: asyncio.Event) -> None:
+async def _run_scheduler(conf: NodeConfig, stop: asyncio.Event) -> int:
     from distributed import Scheduler
 
     hosts = list(conf.listen)  # public and private address: clients and workers
@@ -68,6 +119,7 @@ async def _run_scheduler(conf: NodeConfig, stop: asyncio.Event) -> None:
     ) as scheduler:
         _mark_ready(conf, scheduler.address)
         await _until(stop, scheduler.finished())
+    return 0
 
 
 async def wait_for_scheduler(conf: NodeConfig, timeout: float) -> bool:
@@ -100,14 +152,14 @@ async def wait_for_scheduler(conf: NodeConfig, timeout: float) -> bool:
     return False
 
 
-async def _run_worker(conf: NodeConfig, stop: asyncio.Event) -> None:
+async def _run_worker(conf: NodeConfig, stop: asyncio.Event) -> int:
     import dask.config
     from dask.utils import parse_timedelta
-    from distributed import Nanny
 
+    nanny_class = _nanny_class()  # imports distributed, which loads its configuration
     connect_timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
     await wait_for_scheduler(conf, float(connect_timeout or 30))
-    async with Nanny(
+    nanny = nanny_class(
         conf.scheduler_address,
         name=conf.name,
         host=conf.private_ip,
@@ -118,9 +170,24 @@ async def _run_worker(conf: NodeConfig, stop: asyncio.Event) -> None:
         dashboard_address=f"{conf.private_ip}:{conf.ports.dashboard}",
         env=conf.env,
         **conf.options,
-    ) as nanny:
-        _mark_ready(conf, nanny.worker_address)
+    )
+    return await serve_worker(nanny, stop, lambda address: _mark_ready(conf, address))
+
+
+async def serve_worker(nanny: Any, stop: asyncio.Event, on_ready: Any = None) -> int:
+    """Run ``nanny`` (of :func:`_nanny_class`) until it closes or ``stop`` is set.
+
+    Returns
+    -------
+    int
+        The process's exit status (:func:`exit_status`).
+    """
+    async with nanny:
+        if on_ready is not None:
+            on_ready(nanny.worker_address)
         await _until(stop, nanny.finished())
+        reason = nanny.close_reason
+    return exit_status(stopped=stop.is_set(), reason=reason)
 
 
 async def _until(stop: asyncio.Event, finished: Any) -> None:
@@ -155,7 +222,7 @@ def _apply_dask_config(conf: NodeConfig) -> None:
     dask.config.update(dask.config.config, dask.config.collect_env(), priority="new")
 
 
-async def _main_run(conf: NodeConfig) -> None:
+async def _main_run(conf: NodeConfig) -> int:
     for name, value in conf.env.items():
         os.environ[name] = str(value)
     _apply_dask_config(conf)
@@ -165,7 +232,7 @@ async def _main_run(conf: NodeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner = _run_scheduler if conf.role == "scheduler" else _run_worker
-    await runner(conf, stop)
+    return await runner(conf, stop)
 
 
 def _main_wait(conf: NodeConfig, timeout: float) -> int:
@@ -192,8 +259,7 @@ def main(argv: list[str]) -> int:
     conf = NodeConfig.from_json(Path(argv[1]).read_text())
     if argv[0] == "wait":
         return _main_wait(conf, float(argv[2]) if len(argv) > 2 else 120.0)
-    asyncio.run(_main_run(conf))
-    return 0
+    return asyncio.run(_main_run(conf))
 
 
 if __name__ == "__main__":

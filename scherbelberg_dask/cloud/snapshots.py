@@ -2,7 +2,8 @@
 
 A snapshot of a bootstrapped environment is found by its labels alone: the key (a hash of
 the bootstrap profile and its version, the base image, the architecture, the Python
-version and the exact package set) and readable labels next to it (docs/snapshots.md).
+version, the exact package set, and whether it holds an autonomous cluster's controller
+dependencies) and readable labels next to it (docs/snapshots.md).
 Snapshots carry no cluster label: they belong to no cluster, so ``destroy`` and ``nuke``
 leave them.
 """
@@ -25,6 +26,9 @@ SNAPSHOT = "scherbelberg/snapshot"
 KIND = "node-environment"
 #: Label key holding the environment key.
 KEY = "scherbelberg/environment"
+#: Label key (value ``true``) of a snapshot with an autonomous cluster's controller
+#: dependencies; snapshots without them do not carry it.
+CONTROLLER = "scherbelberg/controller"
 #: Label key naming the cluster whose builder made the snapshot (not a cluster label:
 #: ``destroy`` and ``nuke`` leave the snapshot unless ``nuke --images`` asks).
 MADE_BY = "scherbelberg/made-by"
@@ -79,9 +83,11 @@ def snapshot_key(
     """The key of an environment on ``base_image`` and ``architecture``.
 
     ``digest`` identifies what the profile installs (the package set, the Python version,
-    the setup script's environment part).
+    the setup script's environment part).  An environment with the controller's
+    dependencies (``environment.controller``) is another key; without them the key is
+    the same as before the controller existed, so older snapshots stay valid.
     """
-    parts = {
+    parts: dict[str, object] = {
         "profile": profile,
         "version": FORMAT_VERSION,
         "digest": digest,
@@ -90,6 +96,8 @@ def snapshot_key(
         "python": environment.python,
         "packages": sorted(environment.requirements),
     }
+    if environment.controller:
+        parts["controller"] = True
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
     readable = {
         "scherbelberg/profile": profile,
@@ -106,7 +114,11 @@ def snapshot_key(
     }
     labels = {SNAPSHOT: KIND, KEY: key}
     labels.update({k: v for k, v in readable.items() if v and label_value_ok(v)})
-    extras = " +" + " +".join(environment.extra) if environment.extra else ""
+    if environment.controller:
+        labels[CONTROLLER] = "true"
+    extras = "".join(f" +{extra}" for extra in environment.extra)
+    if environment.controller:
+        extras += " +controller"
     description = (
         f"{DESCRIPTION_PREFIX}{key[:12]} {base_image} {architecture} "
         f"python {environment.python} dask {environment.pinned.get('dask', '?')}{extras}"

@@ -9,6 +9,7 @@ interfaces ask it; nothing else talks to the cloud for a cluster (docs/design.md
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import secrets
@@ -144,7 +145,10 @@ class Provisioner:
         self._token = token
         self._endpoint = endpoint
         self._cloud: CloudClient | None = None
-        self._environment = NodeEnvironment.local(settings.packages)
+        # An autonomous cluster's nodes also hold the controller's dependencies (one
+        # environment per cluster, so one snapshot serves all its nodes); on attach, the
+        # scheduler server's label decides (:meth:`attach`).
+        self._environment = NodeEnvironment.local(settings.packages, controller=settings.autonomous)
         self._profile: BootstrapProfile | None = None
         self._images: NodeImages | None = None
         self._resources: ClusterResources | None = None
@@ -332,6 +336,13 @@ class Provisioner:
         )
         metadata = await asyncio.to_thread(self.state.read_metadata)
         image = str(metadata.get("image", self.settings.image))
+        # New nodes get the environment of the cluster's own: with the controller's
+        # dependencies if it is autonomous (whatever this handle's settings say: the
+        # controller's own handle is not autonomous itself).
+        scheduler = next(s for s in servers if s.labels.get(ROLE) == "scheduler")
+        self._environment = dataclasses.replace(
+            self._environment, controller=scheduler.labels.get(AUTONOMOUS) == "true"
+        )
         self.dask_config = dask_config_shipping.recall(metadata)
         self._use_profile(profile_for_image(image, self._environment), image)
         # Its types may have been retired since it was made: existing servers keep running

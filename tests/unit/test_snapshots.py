@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import shlex
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scherbelberg_dask.bootstrap import cloudscript
+from scherbelberg_dask.bootstrap import cloudscript, controller_unit
 from scherbelberg_dask.bootstrap.environment import NodeEnvironment
 from scherbelberg_dask.bootstrap.profiles import CloudProfile, EmulatorProfile, unusable_reason
 from scherbelberg_dask.cli.images import parse_age, summary
 from scherbelberg_dask.cloud.labels import CLUSTER
 from scherbelberg_dask.cloud.snapshots import (
+    CONTROLLER,
+    FORMAT_VERSION,
     KEY,
     UNUSABLE,
     UNUSABLE_REASONS,
@@ -58,6 +63,44 @@ def test_snapshot_labels_keep_hetzner_rules_and_name_no_cluster() -> None:
     for name, value in key.labels.items():
         assert len(name.split("/")[-1]) <= 63 and label_value_ok(value), (name, value)
     assert "+xarray>=2024" in key.description
+
+
+def test_a_non_autonomous_environment_keeps_the_key_it_had_before_the_controller() -> None:
+    # The key as it was computed before environments knew the controller: snapshots made
+    # then stay valid for clusters that are not autonomous.
+    before = {
+        "profile": "cloud",
+        "version": FORMAT_VERSION,
+        "digest": cloudscript.environment_digest(ENV),
+        "base_image": "debian-12",
+        "architecture": "x86",
+        "python": "3.11",
+        "packages": ["dask==2026.8.0", "distributed==2026.8.0"],
+    }
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:32]
+    assert _key(ENV) == expected
+    key = environment_key(CloudProfile(ENV), "debian-12", "x86")
+    assert key is not None and CONTROLLER not in key.labels
+    assert "controller" not in key.description
+
+
+def test_the_controller_dependencies_are_another_environment() -> None:
+    autonomous = dataclasses.replace(ENV, controller=True)
+    assert _key(autonomous) != _key(ENV)
+    key = environment_key(CloudProfile(autonomous), "debian-12", "x86")
+    assert key is not None
+    assert key.labels[CONTROLLER] == "true"
+    assert key.description.endswith(" +controller")
+    assert key.labels["scherbelberg/extra-packages"] == "0"  # the user's extras only
+    # What it holds: the controller's dependencies at the client's versions, installed
+    # by the environment part (the image builder's script) like every other package.
+    pins = controller_unit.requirements()
+    assert {p.split("==")[0] for p in pins} == set(controller_unit.DEPENDENCIES)
+    assert autonomous.requirements == ENV.requirements + pins
+    builder = cloudscript.render_environment(autonomous)
+    assert all(shlex.quote(pin) in builder for pin in pins)
+    assert not any(shlex.quote(pin) in cloudscript.render_environment(ENV) for pin in pins)
+    assert cloudscript.environment_digest(autonomous) != cloudscript.environment_digest(ENV)
 
 
 def test_the_emulator_image_makes_no_snapshots() -> None:
