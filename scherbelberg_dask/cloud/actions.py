@@ -65,11 +65,14 @@ class ActionWaiter:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll_loop())
         try:
-            actions = await asyncio.wait_for(asyncio.gather(*futures), timeout)
-        except asyncio.TimeoutError:
-            raise WaitTimeoutError(
-                f"timed out after {timeout:.0f} s waiting for {what}", code="timeout"
-            ) from None
+            # Not wait_for(gather(...)): an interrupted wait would leave the gathering
+            # future's CancelledError unretrieved (a warning at exit).
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+            if pending:
+                raise WaitTimeoutError(
+                    f"timed out after {timeout:.0f} s waiting for {what}", code="timeout"
+                )
+            actions = [future.result() for future in futures]
         finally:
             for future in futures:
                 future.cancel()

@@ -196,6 +196,7 @@ class HetznerCluster(SpecCluster):
         self._stop_snapshot = False
         #: An autonomous cluster: whether its controller drives scaling (not this handle).
         self._controller_drives = self.settings.autonomous
+        self._start_failed_early = False
         self._tunnel_conn: SSHConnection | None = None
         self._dashboard_port: int | None = None
         worker = {"cls": HetznerWorker, "options": {"provisioner": self.provisioner}}
@@ -353,6 +354,7 @@ class HetznerCluster(SpecCluster):
             self.security = await asyncio.to_thread(provisioner.state.dask_security)
         except BaseException:
             self.status = Status.failed
+            self._start_failed_early = True
             await provisioner.release()
             raise
         await super()._start()
@@ -414,6 +416,10 @@ class HetznerCluster(SpecCluster):
         if self._tunnel_conn is not None:
             await self._tunnel_conn.close()
             self._tunnel_conn = None
+        if self._start_failed_early:
+            # Nothing of SpecCluster ran (no scheduler, no workers); what was made is gone.
+            await Cluster._close(self)
+            return
         if self.provisioner.ownership is not Ownership.OWNED:
             # Not SpecCluster's close: it scales to zero, which would retire the workers
             # of a cluster that runs for others (or of one this process never made).

@@ -201,3 +201,22 @@ async def test_lost_worker_is_replaced_and_rebooted_worker_returns(cloud) -> Non
 
 def _server_names(cloud, prefix: str = "heal") -> set[str]:  # type: ignore[no-untyped-def]
     return {s["name"] for s in resources(cloud, prefix)["servers"]}
+
+
+async def test_start_cancelled_while_creating_resources(cloud) -> None:  # type: ignore[no-untyped-def]
+    # Ctrl-C during the start, before Dask's part of it ran: what was made goes, and the
+    # close that follows (the CLI's, or Dask's at exit) completes.
+    cluster = HetznerCluster(workers=1, prefix="cancel", asynchronous=True)
+
+    async def started() -> None:
+        await cluster
+
+    start = asyncio.ensure_future(started())
+    await _until(lambda: bool(resources(cloud, "cancel")["networks"]) or start.done())
+    assert not start.done(), "the start finished before it could be cancelled"
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    await cluster.close()
+    assert cluster.status.name == "closed"
+    assert_nothing_left(cloud, "cancel")
