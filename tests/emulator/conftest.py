@@ -26,6 +26,8 @@ from referencing.jsonschema import DRAFT4
 
 from scherbelberg_dask.emulator import Emulator
 from scherbelberg_dask.emulator.api.context import ResponseRecord
+from scherbelberg_dask.emulator.machine import MachineSpec
+from scherbelberg_dask.emulator.machine.machine import Machine
 from scherbelberg_dask.emulator.pytest_plugin import free_port
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "data" / "hcloud-openapi.json"
@@ -116,6 +118,11 @@ def openapi() -> OpenAPIChecker:
 EmulatorFactory = Callable[..., Emulator]
 
 
+def own_machine(spec: MachineSpec, on_event: Callable[[str], None]) -> Machine:
+    """The emulator's own machine for every server, whatever its image."""
+    return Machine(spec, on_event=on_event)
+
+
 @pytest.fixture
 def emulator_factory(openapi: OpenAPIChecker) -> Iterator[EmulatorFactory]:
     """Start emulators with custom options; each validates its answers; all stop after."""
@@ -129,6 +136,9 @@ def emulator_factory(openapi: OpenAPIChecker) -> Iterator[EmulatorFactory]:
 
     def make(**options: Any) -> Emulator:
         options.setdefault("ssh_port", free_port())
+        # API tests run every server on the emulator's own machine, whether or not a
+        # Debian image is cached (containers are tests/debian's subject).
+        options.setdefault("machine_factory", own_machine)
         emulator = Emulator(**options)
         emulator.add_observer(observe)
         emulator.start_sync()
