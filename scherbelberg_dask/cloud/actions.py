@@ -35,7 +35,7 @@ class ActionWaiter:
         First and longest pause between polls, in seconds.
     """
 
-    def __init__(self, fetch: FetchActions, interval: float = 0.5, interval_max: float = 5.0):
+    def __init__(self, fetch: FetchActions, interval: float = 0.2, interval_max: float = 5.0):
         self._fetch = fetch
         self._interval = interval
         self._interval_max = interval_max
