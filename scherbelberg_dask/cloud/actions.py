@@ -32,10 +32,11 @@ class ActionWaiter:
     fetch
         Coroutine function returning the action objects (API JSON) for a list of IDs.
     interval, interval_max
-        First and longest pause between polls, in seconds.
+        First and longest pause between polls, in seconds (`scherbelberg.api.poll-interval`
+        and `poll-interval-max`).
     """
 
-    def __init__(self, fetch: FetchActions, interval: float = 0.2, interval_max: float = 5.0):
+    def __init__(self, fetch: FetchActions, interval: float, interval_max: float):
         self._fetch = fetch
         self._interval = interval
         self._interval_max = interval_max
